@@ -1,0 +1,41 @@
+"""What every CLI shares: logging to stderr, ``--debug``, and one error path for user mistakes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from nmt.errors import NMTError
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Options every command takes."""
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+
+
+def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse ``argv``, configure logging and call ``main``; user errors become one line and exit 1.
+
+    argparse itself exits with status 2 on usage errors.
+    """
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    try:
+        return main(args)
+    except NMTError as err:
+        if args.debug:
+            raise
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130

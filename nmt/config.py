@@ -1,0 +1,219 @@
+"""The configuration tree: dataclasses loaded from YAML, overridden with ``a.b=value``.
+
+Every section owns its defaults. Unknown keys and values of the wrong type fail at once
+with a :class:`ConfigError` that names the dotted key and, for typos, the closest valid
+key ("did you mean"). Names that select a registered class (a scorer, an optimizer, ...)
+are checked with :func:`choose` where the registry lives, and the error lists the choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from nmt.errors import NMTError
+
+T = TypeVar("T")
+
+
+class ConfigError(NMTError, ValueError):
+    """A user mistake in a config file or an override; the message says what to fix."""
+
+
+@dataclass
+class AttentionConfig:
+    """Luong attention: a scorer (how h_t meets h̄_s) times an alignment mode (where)."""
+
+    score: str = "general"  # dot | general | concat | location
+    align: str = "global"  # global | local-m | local-p
+    window: int = 10  # D: local windows span [p_t - D, p_t + D]
+    max_src_len: int = 128  # S_max, the number of positions the location scorer knows
+
+
+@dataclass
+class ModelConfig:
+    """The stacked LSTM encoder-decoder (DESIGN.md §1)."""
+
+    embed: int = 256
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.2
+    bidirectional: bool = False
+    reverse_source: bool = False
+    input_feed: bool = True
+    init: float = 0.1  # parameters start uniform in [-init, init]
+    tie_embeddings: bool = False  # share the target embedding with the output layer
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+
+
+@dataclass
+class DataConfig:
+    """Where the corpus comes from and how it becomes batches of subword ids."""
+
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    # Plain-text corpora: a path prefix per split, read as PREFIX.src_lang / PREFIX.tgt_lang.
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    # Hugging Face datasets with a `translation` column: a hub name (with hf_config) or
+    # local parquet/JSON files given as `parquet:path` / `json:path`.
+    hf_dataset: str | None = None
+    hf_config: str | None = None
+    hf_train_split: str = "train"
+    hf_dev_split: str = "validation"
+    hf_test_split: str = "test"
+    tokenizer: str = "sentencepiece"  # sentencepiece | word
+    spm_model_type: str = "unigram"  # unigram | bpe
+    joint_vocab: bool = True
+    vocab_size: int = 8000
+    max_len: int | None = 50  # drop training pairs longer than this (tokens); None keeps all
+    max_len_ratio: float | None = None  # drop pairs whose length ratio exceeds this
+    cache_dir: str | None = None  # token-id cache; default: <save_dir>/cache
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: optimisation, schedule, validation and checkpoints."""
+
+    save_dir: str = "runs/default"
+    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 1234
+    optimizer: str = "adam"  # sgd | adam
+    lr: float = 0.001
+    schedule: str = "constant"  # constant | halving | plateau
+    halve_after_epoch: int = 5  # 'halving': halve the lr every epoch after this one
+    batch_size: int = 64  # sentences per batch (used when max_tokens is None)
+    max_tokens: int | None = None  # or about this many target tokens per batch
+    accum_steps: int = 1
+    clip_norm: float = 5.0
+    max_steps: int | None = None
+    max_epochs: int = 10
+    valid_every: int = 500
+    valid_bleu: bool = False
+    patience: int | None = None  # stop after this many validations without improvement
+    keep_last: int = 3
+    log_every: int = 50
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    threads: int | None = None  # torch.set_num_threads on CPU; None leaves torch's choice
+
+
+@dataclass
+class DecodeConfig:
+    """Search settings shared by validation, nmt-translate and nmt-evaluate."""
+
+    beam: int = 5
+    n_best: int = 1
+    length_penalty: str = "none"  # none | average | gnmt
+    alpha: float = 0.6  # GNMT length-penalty exponent
+    min_len_ratio: float = 0.0
+    max_len_ratio: float = 1.5
+    max_len: int = 200  # hard cap on generated tokens
+    no_repeat_ngram: int = 0
+    batch_tokens: int = 4000
+    replace_unk: bool = False
+
+
+@dataclass
+class Config:
+    """The whole tree; the resolved copy travels inside every checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+def choose(registry: dict[str, T], name: str, key: str) -> T:
+    """Look ``name`` up in ``registry``; a miss names the key, the choices and a near match."""
+    if name in registry:
+        return registry[name]
+    raise ConfigError(f"{key}: unknown value {name!r}; choose one of {', '.join(registry)}{_hint(name, registry)}")
+
+
+def _hint(name: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_value(value: Any, hint: Any, key: str) -> Any:
+    """Return ``value`` converted to the annotated type, or raise a ConfigError."""
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {hint.__name__} keys, got {value!r}")
+        return from_dict(hint, value, key)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _check_value(value, inner, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(hint)
+        return [_check_value(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (hint is bool) or not isinstance(value, hint):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and bad types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in names:
+            raise ConfigError(f"unknown key {key!r}{_hint(name, names)}; valid keys here: {', '.join(names)}")
+        kwargs[name] = _check_value(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The plain nested dict of a config (what checkpoints and run directories store)."""
+    return dataclasses.asdict(config)
+
+
+def apply_override(values: dict[str, Any], override: str) -> None:
+    """Set ``a.b.c=value`` (value parsed as YAML) inside the nested dict ``values``."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} is not of the form key=value (e.g. train.lr=0.5)")
+    *parents, leaf = key.strip().split(".")
+    node = values
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+    node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a YAML file (or start from defaults) and apply ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from err
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for override in overrides:
+        apply_override(values, override)
+    return from_dict(Config, values)

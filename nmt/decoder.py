@@ -1,0 +1,98 @@
+"""The target side: a stacked LSTM with attention and (by default) input feeding."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from nmt.attention import Attention, Memory
+from nmt.config import ModelConfig
+
+
+class DecoderState(NamedTuple):
+    """Everything the decoder carries from one step to the next.
+
+    Attributes:
+        hidden: h of every layer, ``(layers, batch, hidden)``.
+        cell: c of every layer, ``(layers, batch, hidden)``.
+        feed: the attentional state h̃_{t-1}, ``(batch, hidden)`` (zeros before the first step).
+        memory: the prepared source states.
+        step: the index t of the next target step (the same for every row).
+    """
+
+    hidden: Tensor
+    cell: Tensor
+    feed: Tensor
+    memory: Memory
+    step: int
+
+    def index_select(self, index: Tensor) -> DecoderState:
+        """Keep, repeat or reorder batch rows (beam search); ``index`` is ``(new_batch,)``."""
+        return DecoderState(
+            self.hidden.index_select(1, index),
+            self.cell.index_select(1, index),
+            self.feed.index_select(0, index),
+            self.memory.index_select(index),
+            self.step,
+        )
+
+
+class Decoder(nn.Module):
+    """h_t = LSTM(y_{t-1} [; h̃_{t-1}]), c_t = attention, h̃_t = tanh(W_c [c_t; h_t]) (eq. 5).
+
+    With input feeding (§3.3) each step needs the previous h̃, so the LSTM runs one step at
+    a time; without it the LSTM runs over the whole target at once and attention for all
+    steps is one batched call. Both paths give the same numbers for the same inputs.
+    """
+
+    def __init__(self, *, vocab: int, config: ModelConfig, pad_id: int) -> None:
+        super().__init__()
+        self.input_feed = config.input_feed
+        self.embed = nn.Embedding(vocab, config.embed, padding_idx=pad_id)
+        self.dropout = nn.Dropout(config.dropout)
+        self.rnn = nn.LSTM(
+            config.embed + (config.hidden if config.input_feed else 0),
+            config.hidden,
+            num_layers=config.layers,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.attention = Attention(hidden=config.hidden, config=config.attention)
+        self.W_c = nn.Linear(2 * config.hidden, config.hidden, bias=False)
+
+    def forward(self, tgt: Tensor, state: DecoderState) -> tuple[Tensor, Tensor, DecoderState]:
+        """Run the decoder over ``tgt`` ``(batch, tgt_len)`` (previous target tokens).
+
+        Returns:
+            h̃ ``(batch, tgt_len, hidden)`` (after dropout), attention weights
+            ``(batch, tgt_len, src_len)`` and the state after the last step.
+        """
+        emb = self.dropout(self.embed(tgt))  # (batch, tgt_len, embed)
+        if self.input_feed:
+            return self._feed_steps(emb, state)
+        out, (h, c) = self.rnn(emb, (state.hidden, state.cell))  # out: (batch, tgt_len, hidden)
+        attentional, weights = self._attend(out, state.memory, state.step)
+        new_state = DecoderState(h, c, attentional[:, -1], state.memory, state.step + tgt.size(1))
+        return attentional, weights, new_state
+
+    def _feed_steps(self, emb: Tensor, state: DecoderState) -> tuple[Tensor, Tensor, DecoderState]:
+        """The input-feeding loop: one LSTM step and one attention per target position."""
+        h, c, feed = state.hidden, state.cell, state.feed
+        outputs, weights = [], []
+        for t in range(emb.size(1)):
+            x = torch.cat([emb[:, t : t + 1], feed.unsqueeze(1)], dim=-1)  # (batch, 1, embed + hidden)
+            out, (h, c) = self.rnn(x, (h, c))  # (batch, 1, hidden)
+            attentional, w = self._attend(out, state.memory, state.step + t)
+            feed = attentional.squeeze(1)
+            outputs.append(attentional)
+            weights.append(w)
+        new_state = DecoderState(h, c, feed, state.memory, state.step + emb.size(1))
+        return torch.cat(outputs, dim=1), torch.cat(weights, dim=1), new_state
+
+    def _attend(self, out: Tensor, memory: Memory, first_step: int) -> tuple[Tensor, Tensor]:
+        """h̃ = dropout(tanh(W_c [c_t; h_t])) for ``out`` ``(batch, steps, hidden)``."""
+        context, weights = self.attention(out, memory, first_step)
+        attentional = torch.tanh(self.W_c(torch.cat([context, out], dim=-1)))
+        return self.dropout(attentional), weights

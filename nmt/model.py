@@ -1,0 +1,76 @@
+"""Seq2Seq: encoder, attentional decoder and the output layer p(y_t | y_<t, x) = softmax(W_s h̃_t)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from nmt.config import ConfigError, ModelConfig
+from nmt.decoder import Decoder, DecoderState
+from nmt.encoder import Encoder
+
+
+class Seq2Seq(nn.Module):
+    """The Luong et al. (2015) model.
+
+    ``forward`` is teacher forcing over a whole target; ``encode`` + ``step`` decode one
+    token at a time for search, carrying a :class:`DecoderState` that beam search
+    reorders with ``state.index_select``.
+    """
+
+    def __init__(self, *, config: ModelConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 0) -> None:
+        super().__init__()
+        if config.layers < 1 or config.hidden < 1 or config.embed < 1:
+            raise ConfigError("model.layers, model.hidden and model.embed must be positive")
+        if not 0.0 <= config.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {config.dropout}")
+        self.config = config
+        self.encoder = Encoder(vocab=src_vocab, config=config, pad_id=pad_id)
+        self.decoder = Decoder(vocab=tgt_vocab, config=config, pad_id=pad_id)
+        self.generator = nn.Linear(config.hidden, tgt_vocab)  # W_s
+        for p in self.parameters():
+            nn.init.uniform_(p, -config.init, config.init)
+        with torch.no_grad():
+            for embed in (self.encoder.embed, self.decoder.embed):
+                embed.weight[pad_id].zero_()
+        if config.tie_embeddings:
+            if config.embed != config.hidden:
+                raise ConfigError(
+                    f"model.tie_embeddings needs model.embed == model.hidden, got {config.embed} and {config.hidden}"
+                )
+            self.generator.weight = self.decoder.embed.weight
+
+    @property
+    def max_src_len(self) -> int | None:
+        """The longest source the attention can read (location scorer), else None."""
+        return getattr(self.decoder.attention.scorer, "max_src_len", None)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+        """The decoder's first state for ``src`` ``(batch, src_len)`` with ``src_lengths`` ``(batch,)``."""
+        states, (h, c) = self.encoder(src, src_lengths)
+        memory = self.decoder.attention.prepare(states, src_lengths)
+        feed = states.new_zeros(src.size(0), self.config.hidden)
+        return DecoderState(h, c, feed, memory, 0)
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing.
+
+        Args:
+            src: ``(batch, src_len)``; src_lengths: ``(batch,)``;
+            tgt_in: the target shifted right (BOS first), ``(batch, tgt_len)``.
+
+        Returns:
+            logits ``(batch, tgt_len, tgt_vocab)`` and attention ``(batch, tgt_len, src_len)``.
+        """
+        attentional, weights, _ = self.decoder(tgt_in, self.encode(src, src_lengths))
+        return self.generator(attentional), weights
+
+    def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, Tensor, DecoderState]:
+        """One decoding step from the previous tokens ``(batch,)``.
+
+        Returns:
+            log-probabilities ``(batch, tgt_vocab)``, attention ``(batch, src_len)``, next state.
+        """
+        attentional, weights, state = self.decoder(tokens.unsqueeze(1), state)
+        log_probs = torch.log_softmax(self.generator(attentional.squeeze(1)).float(), dim=-1)
+        return log_probs, weights.squeeze(1), state
