@@ -117,7 +117,11 @@ class ConcatScorer(Scorer):
 
 
 class LocationScorer(Scorer):
-    """a_t = softmax(W_a h_t): one score per source *position*, whatever the word there."""
+    """a_t = softmax(W_a h_t): one score per source *position*, whatever the word there.
+
+    W_a knows ``model.attention.max_src_len`` positions; a longer source (EOS included) is a
+    :class:`ConfigError`, never silently truncated.
+    """
 
     def __init__(self, *, hidden: int, config: AttentionConfig) -> None:
         super().__init__(hidden=hidden, config=config)
@@ -126,9 +130,10 @@ class LocationScorer(Scorer):
 
     def prepare(self, values: Tensor) -> Tensor:
         if values.size(1) > self.max_src_len:
-            raise ValueError(
-                f"a source of {values.size(1)} positions is longer than the location scorer's "
-                f"model.attention.max_src_len={self.max_src_len}; truncate or filter the source"
+            raise ConfigError(
+                f"a source of {values.size(1)} tokens (EOS included) is longer than the location scorer's "
+                f"model.attention.max_src_len={self.max_src_len}; raise it, or drop or shorten longer sources "
+                "(data.max_len)"
             )
         return values
 

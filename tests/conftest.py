@@ -1,0 +1,48 @@
+"""Shared builders for the model tests: small float64 attention modules and models."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from nmt.attention import Attention
+from nmt.config import AttentionConfig, ModelConfig
+from nmt.model import Seq2Seq
+
+
+@pytest.fixture
+def seeded() -> None:
+    """Fixed random inputs, so a failure reproduces (use with ``pytest.mark.usefixtures``)."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def make_attention() -> Callable[..., Attention]:
+    """``make_attention(score, align, hidden=6, window=2, max_src_len=12)``: a float64 module."""
+
+    def build(score: str, align: str, *, hidden: int = 6, window: int = 2, max_src_len: int = 12) -> Attention:
+        config = AttentionConfig(score=score, align=align, window=window, max_src_len=max_src_len)
+        return Attention(hidden=hidden, config=config).double()
+
+    return build
+
+
+@pytest.fixture
+def make_model() -> Callable[..., Seq2Seq]:
+    """``make_model(vocab=11, init=0.3, **model_fields)``: a small float64 Seq2Seq in eval mode.
+
+    ``score``, ``align``, ``window`` and ``max_src_len`` go to the attention section; the rest to
+    :class:`ModelConfig` (defaults: embed 5, hidden 6, 2 layers, no dropout).
+    """
+
+    def build(*, vocab: int = 11, **fields: object) -> Seq2Seq:
+        attention_keys = {f.name for f in dataclasses.fields(AttentionConfig)}
+        attention = AttentionConfig(**{k: fields.pop(k) for k in list(fields) if k in attention_keys})
+        fields = {"embed": 5, "hidden": 6, "layers": 2, "dropout": 0.0, "init": 0.3, **fields}
+        config = ModelConfig(attention=attention, **fields)
+        return Seq2Seq(config=config, src_vocab=vocab, tgt_vocab=vocab).double().eval()
+
+    return build
