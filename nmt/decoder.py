@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.attention import Attention, Memory
@@ -37,6 +38,28 @@ class DecoderState(NamedTuple):
             self.memory.index_select(index),
             self.step,
         )
+
+
+def lstm_step(rnn: nn.LSTM, x: Tensor, hidden: list[Tensor], cell: list[Tensor]) -> Tensor:
+    """One time step of the stacked ``rnn`` through its own weights, layer by layer.
+
+    A one-step call of ``nn.LSTM`` runs the fused oneDNN kernel, whose backward costs about ten
+    times more than these cell calls (17 steps of 2x256, batch 64, fwd+bwd on 2 cores: 533 ms vs
+    56 ms). Dropout between layers matches ``nn.LSTM``'s.
+
+    Args:
+        x: the first layer's input ``(batch, input)``.
+        hidden, cell: per-layer ``(batch, hidden)`` states, replaced in place by the new ones.
+
+    Returns:
+        the top layer's output ``(batch, hidden)``.
+    """
+    for layer, weights in enumerate(rnn.all_weights):
+        if layer:
+            x = F.dropout(x, rnn.dropout, rnn.training)
+        hidden[layer], cell[layer] = torch.lstm_cell(x, (hidden[layer], cell[layer]), *weights)
+        x = hidden[layer]
+    return x
 
 
 class Decoder(nn.Module):
@@ -79,16 +102,16 @@ class Decoder(nn.Module):
 
     def _feed_steps(self, emb: Tensor, state: DecoderState) -> tuple[Tensor, Tensor, DecoderState]:
         """The input-feeding loop: one LSTM step and one attention per target position."""
-        h, c, feed = state.hidden, state.cell, state.feed
+        hidden, cell, feed = list(state.hidden.unbind(0)), list(state.cell.unbind(0)), state.feed
         outputs, weights = [], []
         for t in range(emb.size(1)):
-            x = torch.cat([emb[:, t : t + 1], feed.unsqueeze(1)], dim=-1)  # (batch, 1, embed + hidden)
-            out, (h, c) = self.rnn(x, (h, c))  # (batch, 1, hidden)
-            attentional, w = self._attend(out, state.memory, state.step + t)
+            x = torch.cat([emb[:, t], feed], dim=-1)  # (batch, embed + hidden)
+            out = lstm_step(self.rnn, x, hidden, cell)  # (batch, hidden); hidden, cell updated
+            attentional, w = self._attend(out.unsqueeze(1), state.memory, state.step + t)
             feed = attentional.squeeze(1)
             outputs.append(attentional)
             weights.append(w)
-        new_state = DecoderState(h, c, feed, state.memory, state.step + emb.size(1))
+        new_state = DecoderState(torch.stack(hidden), torch.stack(cell), feed, state.memory, state.step + emb.size(1))
         return torch.cat(outputs, dim=1), torch.cat(weights, dim=1), new_state
 
     def _attend(self, out: Tensor, memory: Memory, first_step: int) -> tuple[Tensor, Tensor]:

@@ -72,5 +72,6 @@ class Seq2Seq(nn.Module):
             log-probabilities ``(batch, tgt_vocab)``, attention ``(batch, src_len)``, next state.
         """
         attentional, weights, state = self.decoder(tokens.unsqueeze(1), state)
-        log_probs = torch.log_softmax(self.generator(attentional.squeeze(1)).float(), dim=-1)
+        logits = self.generator(attentional.squeeze(1))
+        log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
         return log_probs, weights.squeeze(1), state
