@@ -74,6 +74,7 @@ class DataConfig:
     spm_model_type: str = "unigram"  # unigram | bpe
     joint_vocab: bool = True
     vocab_size: int = 8000
+    spm_input_sentence_size: int = 2_000_000  # sentencepiece trains on a random sample of this many lines
     max_len: int | None = 50  # drop training pairs longer than this (tokens); None keeps all
     max_len_ratio: float | None = None  # drop pairs whose length ratio exceeds this
     cache_dir: str | None = None  # token-id cache; default: <save_dir>/cache
