@@ -1,0 +1,350 @@
+"""Greedy and beam search over a model's incremental API, ensembles, and unknown-word replacement.
+
+Search needs only ``encode(src, src_lengths) -> state`` and ``step(tokens, state) ->
+(log_probs, attention, state)`` with ``state.index_select(rows)`` (:class:`Decodable`), so
+one :class:`~nmt.model.Seq2Seq`, an :class:`Ensemble` of them, or a test's table-driven fake
+decode alike. Both searches run every sentence of a batch (and every beam) as rows of one
+tensor; a sentence whose search is over leaves the batch, so it costs nothing afterwards.
+
+Every hypothesis ends with EOS: a sentence of ``S`` source tokens (as the model reads them)
+gets between ``min_out = ceil(min_len_ratio · S)`` and ``max_out = min(floor(max_len_ratio
+· S), max_len)`` output tokens before its EOS; EOS is blocked before ``min_out`` and forced at
+``max_out``. A hypothesis's score is its log-probability (EOS included) divided by the
+length penalty of its length ``len(tokens) + 1`` (:data:`LENGTH_PENALTIES`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import torch
+from torch import Tensor
+
+from nmt.config import ConfigError, DecodeConfig, choose
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+
+_EPS = 1e-9  # ratio · length is computed in floating point; 0.1 · 30 must give 3, not 3.0000000000000004
+
+
+class State(Protocol):
+    """A decoder state whose batch rows can be kept, repeated and reordered."""
+
+    def index_select(self, index: Tensor) -> State: ...
+
+
+class Decodable(Protocol):
+    """What search needs from a model."""
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> State: ...
+
+    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Tensor, State]: ...
+
+
+class Hypothesis(NamedTuple):
+    """One output of the search.
+
+    Attributes:
+        tokens: the output ids, without BOS and EOS.
+        score: ``log_prob`` divided by the length penalty; the n-best list is sorted by it.
+        log_prob: the sum of the log-probabilities of ``tokens`` and the final EOS.
+        attention: ``(len(tokens), src_len)`` on the CPU: row t holds the weights of the step
+            that produced ``tokens[t]``, over the sentence's true (unpadded) source positions.
+    """
+
+    tokens: list[int]
+    score: float
+    log_prob: float
+    attention: Tensor
+
+
+def _no_penalty(length: int, alpha: float) -> float:
+    return 1.0
+
+
+def _average(length: int, alpha: float) -> float:
+    return float(length)
+
+
+def _gnmt(length: int, alpha: float) -> float:
+    """Wu et al. (2016), eq. 14: ((5 + |Y|) / 6)^α."""
+    return ((5 + length) / 6) ** alpha
+
+
+LENGTH_PENALTIES: dict[str, Callable[[int, float], float]] = {
+    "none": _no_penalty,
+    "average": _average,
+    "gnmt": _gnmt,
+}
+"""``decode.length_penalty``: the divisor of a hypothesis's log-probability, given its length."""
+
+
+def length_limits(src_lengths: Tensor, config: DecodeConfig) -> tuple[Tensor, Tensor]:
+    """``(min_out, max_out)``, each ``(batch,)``: the output tokens (EOS not counted) allowed per sentence."""
+    lengths = src_lengths.double()
+    max_out = (lengths * config.max_len_ratio + _EPS).floor().long().clamp(max=config.max_len)
+    min_out = torch.minimum((lengths * config.min_len_ratio - _EPS).ceil().long(), max_out)
+    return min_out, max_out
+
+
+def check_config(config: DecodeConfig) -> None:
+    """Reject settings search cannot honour, naming the ``decode.*`` key."""
+    choose(LENGTH_PENALTIES, config.length_penalty, "decode.length_penalty")
+    if config.beam < 1:
+        raise ConfigError(f"decode.beam must be at least 1, got {config.beam}")
+    if not 1 <= config.n_best <= config.beam:
+        raise ConfigError(f"decode.n_best must be between 1 and decode.beam ({config.beam}), got {config.n_best}")
+    if config.max_len < 0 or config.max_len_ratio < 0 or config.min_len_ratio < 0 or config.no_repeat_ngram < 0:
+        raise ConfigError(
+            "decode.max_len, decode.max_len_ratio, decode.min_len_ratio and decode.no_repeat_ngram must not be negative"
+        )
+
+
+def decode(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: DecodeConfig) -> list[list[Hypothesis]]:
+    """Greedy search for ``config.beam == 1``, beam search otherwise (see those)."""
+    search = greedy_search if config.beam == 1 else beam_search
+    return search(model, src, src_lengths, config=config)
+
+
+def repeated_ngrams(history: Tensor, n: int, vocab: int) -> Tensor:
+    """True where the next token would repeat an n-gram already in ``history``.
+
+    Args:
+        history: the tokens so far, ``(rows, steps)``.
+
+    Returns:
+        ``(rows, vocab)`` bool.
+    """
+    rows, steps = history.shape
+    if n < 1 or steps < n:
+        return torch.zeros(rows, vocab, dtype=torch.bool, device=history.device)
+    windows = history.unfold(1, n, 1)  # (rows, steps - n + 1, n): every n-gram so far
+    current = history[:, steps - n + 1 :].unsqueeze(1)  # (rows, 1, n - 1): the n-gram being continued
+    match = (windows[..., :-1] == current).all(-1)  # (rows, steps - n + 1)
+    hits = torch.zeros(rows, vocab, device=history.device).scatter_add_(1, windows[..., -1], match.float())
+    return hits > 0
+
+
+def _constrain(
+    log_probs: Tensor, step: int, history: Tensor, min_out: Tensor, max_out: Tensor, no_repeat: int
+) -> Tensor:
+    """Mask what may not come next: PAD, BOS, repeated n-grams, EOS before ``min_out``, all
+    but EOS at ``max_out``.
+
+    Args:
+        log_probs: ``(rows, vocab)``; history: ``(rows, step)``; min_out, max_out: ``(rows,)``.
+    """
+    vocab = log_probs.size(1)
+    words = torch.arange(vocab, device=log_probs.device)  # (vocab,)
+    banned = (words == PAD_ID) | (words == BOS_ID)
+    banned = banned | repeated_ngrams(history, no_repeat, vocab)  # (rows, vocab)
+    banned = banned | ((words == EOS_ID) & (step < min_out).unsqueeze(1))
+    banned = banned | ((words != EOS_ID) & (step >= max_out).unsqueeze(1))
+    return log_probs.masked_fill(banned, float("-inf"))
+
+
+def _collect(
+    finished: list[list[Hypothesis]],
+    sentences: Tensor,
+    history: Tensor,
+    log_probs: Tensor,
+    attention: Tensor,
+    src_lengths: Tensor,
+    config: DecodeConfig,
+) -> None:
+    """Append ended hypotheses to ``finished[sentence]``.
+
+    Args:
+        sentences: ``(ended,)`` positions in the input batch; history: ``(ended, steps)``;
+        log_probs: ``(ended,)``, EOS included; attention: ``(ended, steps, src_len)``.
+    """
+    penalty = LENGTH_PENALTIES[config.length_penalty](history.size(1) + 1, config.alpha)
+    attention = attention.cpu()
+    lengths = src_lengths[sentences].tolist()
+    rows = zip(sentences.tolist(), history.tolist(), log_probs.tolist(), lengths, strict=True)
+    for i, (sentence, tokens, log_prob, length) in enumerate(rows):
+        finished[sentence].append(Hypothesis(tokens, log_prob / penalty, log_prob, attention[i, :, :length]))
+
+
+def _extend(history: Tensor, attention: Tensor, rows: Tensor, tokens: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """The histories of the parent ``rows`` ``(rows',)``, extended by this step.
+
+    Args:
+        history: ``(rows, step)``; attention: ``(rows, step, src_len)``; tokens: the new rows'
+        tokens ``(rows',)``; weights: this step's attention ``(rows, src_len)``.
+
+    Returns:
+        history ``(rows', step + 1)`` and attention ``(rows', step + 1, src_len)``.
+    """
+    history = torch.cat([history[rows], tokens.unsqueeze(1)], dim=1)
+    attention = torch.cat([attention[rows], weights[rows].unsqueeze(1).float()], dim=1)
+    return history, attention
+
+
+@torch.no_grad()
+def greedy_search(
+    model: Decodable, src: Tensor, src_lengths: Tensor, *, config: DecodeConfig
+) -> list[list[Hypothesis]]:
+    """The most probable token at every step, for every sentence of ``src`` ``(batch, src_len)`` at once.
+
+    Returns:
+        for each sentence, in input order, a list holding its one hypothesis.
+    """
+    check_config(config)
+    batch = src.size(0)
+    min_out, max_out = length_limits(src_lengths, config)
+    state = model.encode(src, src_lengths)
+    alive = torch.arange(batch, device=src.device)  # (rows,): each row's sentence
+    tokens = src.new_full((batch,), BOS_ID)
+    history = src.new_empty(batch, 0)  # (rows, step)
+    attention = torch.empty(batch, 0, src.size(1), device=src.device)  # (rows, step, src_len)
+    scores = torch.zeros(batch, device=src.device)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    step = 0
+    while alive.numel():
+        log_probs, weights, state = model.step(tokens, state)  # (rows, vocab), (rows, src_len)
+        log_probs = _constrain(log_probs, step, history, min_out[alive], max_out[alive], config.no_repeat_ngram)
+        best, tokens = log_probs.max(dim=1)  # (rows,)
+        scores = scores + best
+        ended = tokens == EOS_ID
+        _collect(finished, alive[ended], history[ended], scores[ended], attention[ended], src_lengths, config)
+        keep = (~ended).nonzero().squeeze(1)
+        tokens = tokens[keep]
+        history, attention = _extend(history, attention, keep, tokens, weights)
+        alive, scores, state = alive[keep], scores[keep], state.index_select(keep)
+        step += 1
+    return finished
+
+
+@torch.no_grad()
+def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: DecodeConfig) -> list[list[Hypothesis]]:
+    """Beam search of width k = ``config.beam`` for every sentence of ``src`` ``(batch, src_len)`` at once.
+
+    Each step scores all k · vocab continuations of a sentence's k beams and keeps the best
+    2k: those of them that end in EOS and rank among the first k become finished hypotheses,
+    and the best k that do not become the next beams. A sentence is done once it has k
+    finished hypotheses (or at ``max_out``, where every beam is forced to end).
+
+    Returns:
+        for each sentence, in input order, its ``config.n_best`` best hypotheses (fewer only if
+        fewer could be found), best first by normalised score.
+    """
+    check_config(config)
+    k, batch = config.beam, src.size(0)
+    device = src.device
+    min_out, max_out = length_limits(src_lengths, config)
+    state = model.encode(src, src_lengths).index_select(torch.arange(batch, device=device).repeat_interleave(k))
+    alive = torch.arange(batch, device=device)  # (sents,): the live sentences
+    scores = torch.full((batch, k), float("-inf"), device=device)  # (sents, k) cumulative log-probs
+    scores[:, 0] = 0.0  # all k beams start identical: grow only the first
+    tokens = src.new_full((batch * k,), BOS_ID)  # rows are sentence-major: row = sent · k + beam
+    history = src.new_empty(batch * k, 0)  # (rows, step)
+    attention = torch.empty(batch * k, 0, src.size(1), device=device)  # (rows, step, src_len)
+    counts = torch.zeros(batch, dtype=torch.long, device=device)  # finished hypotheses per sentence
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    step = 0
+    while alive.numel():
+        sents = alive.numel()
+        log_probs, weights, state = model.step(tokens, state)  # (rows, vocab), (rows, src_len)
+        row_sent = alive.repeat_interleave(k)
+        log_probs = _constrain(log_probs, step, history, min_out[row_sent], max_out[row_sent], config.no_repeat_ngram)
+        vocab = log_probs.size(1)
+        candidates = (scores.view(-1, 1) + log_probs).view(sents, k * vocab)
+        top, index = candidates.topk(2 * k, dim=1)  # (sents, 2k)
+        words = index % vocab
+        rows = index // vocab + torch.arange(sents, device=device).unsqueeze(1) * k  # (sents, 2k) parent rows
+
+        ends = (words == EOS_ID) & top.isfinite()
+        ends[:, k:] = False  # an EOS behind k live candidates cannot be among the k best
+        parents = rows[ends]
+        ended_sents = alive.unsqueeze(1).expand(-1, 2 * k)[ends]
+        _collect(finished, ended_sents, history[parents], top[ends], attention[parents], src_lengths, config)
+        counts.index_add_(0, ended_sents, torch.ones_like(ended_sents))
+        done = (counts[alive] >= k) | (step >= max_out[alive])  # (sents,)
+
+        next_scores, pick = top.masked_fill(words == EOS_ID, float("-inf")).topk(k, dim=1)  # (sents, k)
+        keep = (~done).nonzero().squeeze(1)
+        parents = rows.gather(1, pick)[keep].flatten()  # (rows',)
+        tokens = words.gather(1, pick)[keep].flatten()
+        history, attention = _extend(history, attention, parents, tokens, weights)
+        alive, scores, state = alive[keep], next_scores[keep], state.index_select(parents)
+        step += 1
+    return [sorted(hyps, key=lambda h: -h.score)[: config.n_best] for hyps in finished]
+
+
+class EnsembleState(NamedTuple):
+    """The states of every model of an :class:`Ensemble`, reordered together."""
+
+    states: tuple[Any, ...]
+
+    def index_select(self, index: Tensor) -> EnsembleState:
+        return EnsembleState(tuple(state.index_select(index) for state in self.states))
+
+
+class Ensemble:
+    """Several models with the same vocabularies, decoding as one: at every step the
+    log-probabilities (and attention weights) of the members are averaged."""
+
+    def __init__(self, *, models: Sequence[Decodable]) -> None:
+        if not models:
+            raise ValueError("an ensemble needs at least one model")
+        self.models = list(models)
+
+    @property
+    def max_src_len(self) -> int | None:
+        """The shortest source limit among the members (location scorers), else None."""
+        limits = [m.max_src_len for m in self.models if getattr(m, "max_src_len", None) is not None]
+        return min(limits, default=None)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> EnsembleState:
+        return EnsembleState(tuple(model.encode(src, src_lengths) for model in self.models))
+
+    def step(self, tokens: Tensor, state: EnsembleState) -> tuple[Tensor, Tensor, EnsembleState]:
+        """Averaged ``(batch, vocab)`` log-probabilities, averaged ``(batch, src_len)`` attention, next state."""
+        outputs = [model.step(tokens, s) for model, s in zip(self.models, state.states, strict=True)]
+        log_probs = torch.stack([out[0] for out in outputs]).mean(0)
+        attention = torch.stack([out[1] for out in outputs]).mean(0)
+        return log_probs, attention, EnsembleState(tuple(out[2] for out in outputs))
+
+
+_STARTS_WORD: dict[str, Callable[[str], bool]] = {
+    "sentencepiece": lambda piece: piece.startswith("▁"),
+    "word": lambda piece: True,
+}
+"""Tokenizer kind -> whether a source piece begins a new whitespace-separated word."""
+
+
+def source_words(text: str, pieces: Sequence[str], kind: str) -> list[str]:
+    """The word of ``text`` that each of its ``pieces`` (as the model read them, maybe a prefix) belongs to."""
+    starts_word = choose(_STARTS_WORD, kind, "tokenizer kind")
+    words = text.split()
+    index, out = -1, []
+    for piece in pieces:
+        index += bool(starts_word(piece)) or index < 0
+        # a normalisation that splits words unlike str.split leaves the piece's own text
+        out.append(words[index] if index < len(words) else piece.lstrip("▁"))
+    return out
+
+
+def replace_unknowns(
+    hypothesis: Hypothesis, piece_words: Sequence[str], tokenizer: Tokenizer, dictionary: Mapping[str, str]
+) -> str:
+    """The detokenised text of ``hypothesis`` with every UNK replaced (Luong et al. 2015, §4.1).
+
+    The replacement for the UNK at step t is the source word under the most attended source
+    piece of that step (the source EOS is never chosen), translated by ``dictionary`` when it
+    has the word and copied otherwise. It stands as a word of its own between the decoded
+    stretches of known tokens.
+
+    Args:
+        piece_words: the word of every source piece, from :func:`source_words`.
+    """
+    parts, start = [], 0
+    tokens = hypothesis.tokens
+    for t, token in enumerate(tokens):
+        if token == UNK_ID:
+            word = piece_words[int(hypothesis.attention[t, : len(piece_words)].argmax())]
+            parts += [tokenizer.decode(tokens[start:t]), dictionary.get(word, word)]
+            start = t + 1
+    parts.append(tokenizer.decode(tokens[start:]))
+    return " ".join(part for part in parts if part)
