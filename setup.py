@@ -21,5 +21,9 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4"]},
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "nmt-sample = nmt.cli.sample:main",
+        ]
+    },
 )
