@@ -100,6 +100,7 @@ class TrainConfig:
     valid_every: int = 500
     valid_bleu: bool = False
     patience: int | None = None  # stop after this many validations without improvement
+    max_nonfinite: int = 5  # stop after this many non-finite losses in a row (each such batch is skipped)
     keep_last: int = 3
     log_every: int = 50
     precision: str = "fp32"  # fp32 | bf16 | fp16
@@ -120,6 +121,7 @@ class DecodeConfig:
     no_repeat_ngram: int = 0
     batch_tokens: int = 4000
     replace_unk: bool = False
+    max_input_len: int = 250  # longer sources are translated from their first max_input_len tokens (warned)
 
 
 @dataclass
