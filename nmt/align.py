@@ -1,0 +1,394 @@
+"""Attention as word alignment (Luong et al. 2015, §5.4): Pharaoh files, AER, hard links, heatmaps.
+
+A *link* ``(i, j)`` joins source word ``i`` and target word ``j`` (0-based whitespace words).
+Pharaoh files hold one sentence pair per line, links separated by spaces: ``i-j`` is a
+sure link, ``i?j`` (or ``ipj``) a possible one.
+
+The model attends over subword *pieces* plus EOS. To compare with word-level gold
+alignments the piece attention is merged into words: a source word's weight is the
+**sum** over its pieces (the attention mass that lands anywhere on the word), and a
+target word's row is the **mean** over its pieces (each piece's row is a distribution,
+so their mean is one too). The EOS row and column are dropped first: EOS is no word.
+A hard alignment then links every target word to the source word of highest weight,
+the paper's one-to-one extraction.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from nmt.config import DecodeConfig, choose
+from nmt.data import Batch, Example, collate
+from nmt.errors import NMTError
+from nmt.model import Seq2Seq
+from nmt.search import check_config, decode
+from nmt.tokenizer import Tokenizer
+
+WORD_MARKER = "▁"  # sentencepiece's word-boundary marker: a piece starting with it opens a word
+WORD_MARKERS: dict[str, str | None] = {"sentencepiece": WORD_MARKER, "word": None}
+"""Tokenizer kind -> the marker of a word's first piece (None: every piece is a word)."""
+EOS_LABEL = "</s>"
+FORMATS = ("png", "svg")
+LINK = re.compile(r"(\d+)([-?p])(\d+)")
+
+Link = tuple[int, int]  # (source word, target word)
+
+
+class GoldAlignment(NamedTuple):
+    """A gold alignment of one sentence pair; ``possible`` includes every sure link."""
+
+    sure: frozenset[Link]
+    possible: frozenset[Link]
+
+
+class AlignmentScores(NamedTuple):
+    """Corpus-level scores of predicted links A against gold sure S and possible P links.
+
+    A ratio is None where its denominator is zero (e.g. recall without sure links).
+    """
+
+    aer: float | None  # 1 - (|A∩S| + |A∩P|) / (|A| + |S|)
+    precision: float | None  # |A∩P| / |A|
+    recall: float | None  # |A∩S| / |S|
+    sentences: int
+    predicted: int  # |A|
+    sure: int  # |S|
+    possible: int  # |P|
+
+
+class SentenceAttention(NamedTuple):
+    """One sentence pair's attention at the piece level.
+
+    Attributes:
+        src_text, tgt_text: the sentences as text.
+        src_pieces, tgt_pieces: their pieces, EOS excluded.
+        src_words, tgt_words: the word index of every piece (see :func:`word_ids`).
+        weights: ``(len(tgt_pieces) + 1, len(src_pieces) + 1)``: one row per target piece
+            plus the EOS step, one column per source piece plus the source EOS.
+    """
+
+    src_text: str
+    tgt_text: str
+    src_pieces: list[str]
+    tgt_pieces: list[str]
+    src_words: list[int]
+    tgt_words: list[int]
+    weights: Tensor
+
+
+def parse_links(line: str, *, one_based: bool = False, where: str = "") -> GoldAlignment:
+    """Parse one Pharaoh line; ``where`` (``file:line``) prefixes the error message."""
+    offset = 1 if one_based else 0
+    sure, possible = set(), set()
+    for token in line.split():
+        match = LINK.fullmatch(token)
+        link = (int(match[1]) - offset, int(match[3]) - offset) if match else (-1, -1)
+        if min(link) < 0:
+            base = "1-based" if one_based else "0-based"
+            raise NMTError(
+                f"{where}: bad alignment link {token!r}; expected i-j (sure) or i?j / ipj (possible) "
+                f"with {base} word indices"
+            )
+        possible.add(link)
+        if match[2] == "-":
+            sure.add(link)
+    return GoldAlignment(frozenset(sure), frozenset(possible))
+
+
+def read_alignments(path: str | Path, *, one_based: bool = False) -> list[GoldAlignment]:
+    """Read a Pharaoh file, one :class:`GoldAlignment` per line (an empty line has no links)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise NMTError(f"{path}: cannot read alignments ({err.strerror or err})") from err
+    lines = data.split(b"\n")  # only at LF, as the text files it pairs with
+    if lines[-1] == b"":
+        lines.pop()
+    return [
+        parse_links(raw.decode("utf-8", errors="replace"), one_based=one_based, where=f"{path}:{number}")
+        for number, raw in enumerate(lines, start=1)
+    ]
+
+
+def format_links(links: Iterable[Link]) -> str:
+    """``i-j`` links in Pharaoh format, sorted by source then target word."""
+    return " ".join(f"{i}-{j}" for i, j in sorted(links))
+
+
+def write_alignments(path: str | Path, alignments: Iterable[Iterable[Link]]) -> None:
+    """Write one line of sure links per sentence pair."""
+    Path(path).write_text("".join(format_links(links) + "\n" for links in alignments), encoding="utf-8")
+
+
+def alignment_scores(predicted: Sequence[Iterable[Link]], gold: Sequence[GoldAlignment]) -> AlignmentScores:
+    """AER, precision and recall summed over a corpus (Och & Ney 2003).
+
+    Raises:
+        ValueError: if ``predicted`` and ``gold`` hold different numbers of sentences.
+    """
+    if len(predicted) != len(gold):
+        raise ValueError(f"{len(predicted)} predicted alignments but {len(gold)} gold ones")
+    a = s = p = a_s = a_p = 0
+    for links, ref in zip(predicted, gold, strict=True):
+        links = set(links)
+        a, s, p = a + len(links), s + len(ref.sure), p + len(ref.possible)
+        a_s, a_p = a_s + len(links & ref.sure), a_p + len(links & ref.possible)
+    return AlignmentScores(
+        aer=1.0 - (a_s + a_p) / (a + s) if a + s else None,
+        precision=a_p / a if a else None,
+        recall=a_s / s if s else None,
+        sentences=len(gold),
+        predicted=a,
+        sure=s,
+        possible=p,
+    )
+
+
+def word_ids(pieces: Sequence[str], *, marker: str | None = WORD_MARKER) -> list[int]:
+    """The word index of every piece.
+
+    A piece opens a new word if it is the first or starts with ``marker``; with
+    ``marker=None`` (word-level tokenizers) every piece is a word of its own.
+    """
+    ids, word = [], -1
+    for k, piece in enumerate(pieces):
+        if marker is None or k == 0 or piece.startswith(marker):
+            word += 1
+        ids.append(word)
+    return ids
+
+
+def merge_pieces(weights: Tensor, src_words: Sequence[int], tgt_words: Sequence[int]) -> Tensor:
+    """Piece attention ``(tgt_pieces, src_pieces)`` to word attention ``(tgt_words, src_words)``.
+
+    Sums over a source word's pieces and averages over a target word's pieces.
+    """
+    src = _one_hot(src_words, weights.dtype)  # (src_pieces, src_words)
+    tgt = _one_hot(tgt_words, weights.dtype)  # (tgt_pieces, tgt_words)
+    tgt = tgt / tgt.sum(0).clamp(min=1)  # columns average the pieces of a word
+    return tgt.T @ weights @ src
+
+
+def _one_hot(ids: Sequence[int], dtype: torch.dtype) -> Tensor:
+    """``(len(ids), max(ids) + 1)``: row k is 1 in column ids[k]."""
+    out = torch.zeros(len(ids), max(ids, default=-1) + 1, dtype=dtype)
+    out[torch.arange(len(ids)), torch.tensor(list(ids), dtype=torch.long)] = 1
+    return out
+
+
+def word_attention(sentence: SentenceAttention) -> Tensor:
+    """The sentence's word attention ``(tgt_words, src_words)``, EOS row and column dropped."""
+    return merge_pieces(sentence.weights[:-1, :-1], sentence.src_words, sentence.tgt_words)
+
+
+def hard_links(word_weights: Tensor) -> set[Link]:
+    """Link every target word to its source word of highest weight (§5.4), ties to the first.
+
+    Args:
+        word_weights: ``(tgt_words, src_words)``.
+    """
+    if word_weights.size(1) == 0:
+        return set()
+    return {(int(i), j) for j, i in enumerate(word_weights.argmax(dim=1).tolist())}
+
+
+@contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode (no dropout) and restore its mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _batches(examples: Sequence[Example], batch_size: int, device: torch.device) -> Iterator[tuple[range, Batch]]:
+    """Consecutive batches of ``examples`` and the positions they hold."""
+    for start in range(0, len(examples), batch_size):
+        rows = range(start, min(start + batch_size, len(examples)))
+        yield rows, collate([examples[i] for i in rows], list(rows)).to(device)
+
+
+@torch.no_grad()
+def force_decode(model: Seq2Seq, examples: Sequence[Example], *, batch_size: int = 32) -> list[Tensor]:
+    """Teacher-forced attention: feed each reference to the decoder and keep its weights.
+
+    Args:
+        model: run in eval mode (and put back in its mode afterwards).
+        examples: source and reference ids, without BOS/EOS.
+        batch_size: sentence pairs per forward pass.
+
+    Returns:
+        per pair, ``(len(ex.tgt) + 1, len(ex.src) + 1)`` float32 on the CPU: one row per
+        reference token plus the EOS step, one column per source token plus EOS, no padding.
+    """
+    device = next(model.parameters()).device
+    result = []
+    with _evaluating(model):
+        for rows, batch in _batches(examples, batch_size, device):
+            _, attn = model(batch.src, batch.src_lengths, batch.tgt_in)  # (batch, tgt_len, src_len)
+            for b, i in enumerate(rows):
+                src, tgt = examples[i]
+                result.append(attn[b, : len(tgt) + 1, : len(src) + 1].float().cpu())
+    return result
+
+
+@torch.no_grad()
+def translate_ids(
+    model: Seq2Seq, sources: Sequence[Sequence[int]], *, config: DecodeConfig, batch_size: int = 32
+) -> list[list[int]]:
+    """The best search hypothesis (ids, no BOS/EOS) for every source (ids, no EOS)."""
+    check_config(config)
+    device = next(model.parameters()).device
+    best = []
+    with _evaluating(model):
+        for _, batch in _batches([Example(list(src), []) for src in sources], batch_size, device):
+            best += [hyps[0].tokens for hyps in decode(model, batch.src, batch.src_lengths, config=config)]
+    return best
+
+
+def word_ids_of(tokenizer: Tokenizer, pieces: Sequence[str]) -> list[int]:
+    """:func:`word_ids` with the word marker of ``tokenizer``'s kind."""
+    return word_ids(pieces, marker=choose(WORD_MARKERS, tokenizer.kind, "tokenizer kind"))
+
+
+def _attention_of(
+    model: Seq2Seq,
+    tokenizers: tuple[Tokenizer, Tokenizer],
+    texts: Sequence[tuple[str, str]],
+    examples: Sequence[Example],
+    batch_size: int,
+) -> list[SentenceAttention]:
+    """Force-decode ``examples`` and label each pair's weights with its texts and pieces."""
+    src_tok, tgt_tok = tokenizers
+    weights = force_decode(model, examples, batch_size=batch_size)
+    result = []
+    for (src_text, tgt_text), (src, tgt), w in zip(texts, examples, weights, strict=True):
+        src_pieces = [src_tok.id_to_piece(i) for i in src]
+        tgt_pieces = [tgt_tok.id_to_piece(i) for i in tgt]
+        words = word_ids_of(src_tok, src_pieces), word_ids_of(tgt_tok, tgt_pieces)
+        result.append(SentenceAttention(src_text, tgt_text, src_pieces, tgt_pieces, *words, w))
+    return result
+
+
+def forced_attention(
+    model: Seq2Seq,
+    src_tokenizer: Tokenizer,
+    tgt_tokenizer: Tokenizer,
+    sources: Sequence[str],
+    references: Sequence[str],
+    *,
+    batch_size: int = 32,
+) -> list[SentenceAttention]:
+    """The attention of ``model`` force-decoding each reference translation (§5.4)."""
+    examples = [
+        Example(src_tokenizer.encode(s), tgt_tokenizer.encode(t)) for s, t in zip(sources, references, strict=True)
+    ]
+    texts = list(zip(sources, references, strict=True))
+    return _attention_of(model, (src_tokenizer, tgt_tokenizer), texts, examples, batch_size)
+
+
+def translated_attention(
+    model: Seq2Seq,
+    src_tokenizer: Tokenizer,
+    tgt_tokenizer: Tokenizer,
+    sources: Sequence[str],
+    *,
+    config: DecodeConfig,
+    batch_size: int = 32,
+) -> list[SentenceAttention]:
+    """The attention of ``model``'s own best translation of each source.
+
+    The weights are those of force-decoding the hypothesis, which equal the search's own
+    step by step and add the EOS step.
+    """
+    src_ids = [src_tokenizer.encode(s) for s in sources]
+    hypotheses = translate_ids(model, src_ids, config=config, batch_size=batch_size)
+    texts = [(s, tgt_tokenizer.decode(h)) for s, h in zip(sources, hypotheses, strict=True)]
+    examples = [Example(s, h) for s, h in zip(src_ids, hypotheses, strict=True)]
+    return _attention_of(model, (src_tokenizer, tgt_tokenizer), texts, examples, batch_size)
+
+
+def plot_heatmap(sentence: SentenceAttention, path: str | Path, *, title: str | None = None) -> None:
+    """Draw the piece attention: source pieces across (columns), target pieces down (rows).
+
+    The figure grows with the sentence lengths so every label keeps its size; source
+    labels are rotated. The format follows the file suffix (png or svg).
+    """
+    weights = sentence.weights.float().numpy()
+    rows, cols = weights.shape
+    fig = Figure(figsize=(2.5 + 0.3 * cols, 1.5 + 0.3 * rows), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="equal", interpolation="nearest")
+    ax.set_xticks(range(cols), [*sentence.src_pieces, EOS_LABEL][:cols], rotation=90, fontsize=8)
+    ax.set_yticks(range(rows), [*sentence.tgt_pieces, EOS_LABEL][:rows], fontsize=8)
+    ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
+    ax.xaxis.set_label_position("top")
+    ax.set_xlabel("source")
+    ax.set_ylabel("target")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=min(1.0, 4.0 / max(rows, 1) + 0.5), label="attention weight")
+    fig.savefig(path, dpi=100)
+
+
+def write_heatmaps(out_dir: str | Path, sentences: Iterable[SentenceAttention], *, fmt: str = "png") -> Path:
+    """One heatmap per sentence pair (``00001.png``, ...) and an ``index.html`` showing them all.
+
+    Returns:
+        the path of ``index.html``.
+    """
+    if fmt not in FORMATS:
+        raise NMTError(f"unknown heatmap format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for number, sentence in enumerate(sentences, start=1):
+        name = f"{number:05d}.{fmt}"
+        plot_heatmap(sentence, out / name, title=f"sentence {number}")
+        links = format_links(hard_links(word_attention(sentence)))
+        sections.append(
+            f'<section id="s{number}"><h2>sentence {number}</h2>\n'
+            f"<p>source: {html.escape(sentence.src_text)}</p>\n"
+            f"<p>target: {html.escape(sentence.tgt_text)}</p>\n"
+            f"<p>hard alignment (source-target words): <code>{html.escape(links)}</code></p>\n"
+            f'<img src="{name}" alt="attention heatmap of sentence {number}"></section>\n'
+        )
+    index = out / "index.html"
+    index.write_text(
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Attention heatmaps</title>\n'
+        "<style>img { max-width: 100%; } section { margin-bottom: 2em; }</style></head>\n"
+        f"<body><h1>Attention heatmaps ({len(sections)} sentence pairs)</h1>\n{''.join(sections)}</body></html>\n",
+        encoding="utf-8",
+    )
+    return index
+
+
+def write_validation_heatmaps(
+    model: Seq2Seq,
+    src_tokenizer: Tokenizer,
+    tgt_tokenizer: Tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    out_dir: str | Path,
+    *,
+    fmt: str = "png",
+) -> Path:
+    """Force-decode a few (source, reference) validation pairs and write their heatmaps.
+
+    Meant for the training loop at each validation; restores the model's train/eval mode.
+
+    Returns:
+        the path of ``index.html``.
+    """
+    sources, references = [s for s, _ in pairs], [t for _, t in pairs]
+    return write_heatmaps(out_dir, forced_attention(model, src_tokenizer, tgt_tokenizer, sources, references), fmt=fmt)

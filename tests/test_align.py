@@ -1,0 +1,318 @@
+"""Alignment inspection: Pharaoh files, AER, subword merging, forced decoding, heatmaps."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import torch
+
+from nmt.align import (
+    GoldAlignment,
+    SentenceAttention,
+    alignment_scores,
+    force_decode,
+    forced_attention,
+    format_links,
+    hard_links,
+    merge_pieces,
+    parse_links,
+    plot_heatmap,
+    read_alignments,
+    translated_attention,
+    word_attention,
+    word_ids,
+    word_ids_of,
+    write_alignments,
+    write_heatmaps,
+)
+from nmt.config import AttentionConfig, DataConfig, DecodeConfig, ModelConfig
+from nmt.data import Example
+from nmt.errors import NMTError
+from nmt.model import Seq2Seq
+from nmt.search import decode
+from nmt.tokenizer import EOS_ID, SPECIALS, SentencePieceTokenizer, WordTokenizer
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def gold(sure: set, possible: set = frozenset()) -> GoldAlignment:
+    return GoldAlignment(frozenset(sure), frozenset(sure | set(possible)))
+
+
+# --- Pharaoh files ---------------------------------------------------------------------------
+
+
+def test_parse_links_sure_and_possible():
+    assert parse_links("0-0 1?2 3p4  2-1") == gold({(0, 0), (2, 1)}, {(1, 2), (3, 4)})
+    assert parse_links("") == gold(set())
+
+
+def test_parse_links_one_based():
+    assert parse_links("1-1 3?2", one_based=True) == gold({(0, 0)}, {(2, 1)})
+    with pytest.raises(NMTError, match=r"gold\.txt:4: bad alignment link '0-1'.*1-based"):
+        parse_links("1-1 0-1", one_based=True, where="gold.txt:4")
+
+
+@pytest.mark.parametrize("token", ["1:2", "1-", "a-b", "1-2-3", "-1-2", "1x2"])
+def test_parse_links_rejects_bad_tokens(token):
+    with pytest.raises(NMTError, match=f"bad alignment link '{token}'"):
+        parse_links(f"0-0 {token}")
+
+
+def test_read_alignments_names_file_and_line(tmp_path):
+    path = tmp_path / "gold.align"
+    path.write_text("0-0 1-1\n\n0-1 oops\n", encoding="utf-8")
+    with pytest.raises(NMTError, match=r"gold\.align:3: bad alignment link 'oops'"):
+        read_alignments(path)
+    with pytest.raises(NMTError, match=r"missing\.align: cannot read"):
+        read_alignments(tmp_path / "missing.align")
+
+
+def test_read_alignments_crlf_and_blank_lines(tmp_path):
+    path = tmp_path / "gold.align"
+    path.write_bytes(b"0-0 1?1\r\n\r\n2-2")
+    assert read_alignments(path) == [gold({(0, 0)}, {(1, 1)}), gold(set()), gold({(2, 2)})]
+
+
+def test_write_then_read_round_trip(tmp_path):
+    links = [{(1, 0), (0, 1)}, set(), {(2, 2)}]
+    path = tmp_path / "a.txt"
+    write_alignments(path, links)
+    assert path.read_text(encoding="utf-8") == "0-1 1-0\n\n2-2\n"
+    assert [g.sure for g in read_alignments(path)] == links
+    assert format_links({(3, 1), (0, 2)}) == "0-2 3-1"
+
+
+# --- AER, precision, recall ------------------------------------------------------------------
+
+
+def test_aer_perfect_is_zero():
+    ref = gold({(0, 0), (1, 2), (2, 1)})
+    scores = alignment_scores([set(ref.sure)], [ref])
+    assert (scores.aer, scores.precision, scores.recall) == (0.0, 1.0, 1.0)
+
+
+def test_aer_disjoint_is_one():
+    scores = alignment_scores([{(0, 1), (1, 0)}], [gold({(0, 0), (1, 1)}, {(2, 2)})])
+    assert (scores.aer, scores.precision, scores.recall) == (1.0, 0.0, 0.0)
+
+
+def test_aer_worked_example_with_sure_and_possible_links():
+    # S = {0-0, 1-1}; P = S + {2-1, 2-2}; A = {0-0, 2-1, 3-3}
+    # |A| = 3, |S| = 2, A∩S = {0-0} (1), A∩P = {0-0, 2-1} (2)
+    # AER = 1 - (1 + 2) / (3 + 2) = 0.4; precision = 2/3; recall = 1/2
+    ref = gold({(0, 0), (1, 1)}, {(2, 1), (2, 2)})
+    scores = alignment_scores([{(0, 0), (2, 1), (3, 3)}], [ref])
+    assert scores.aer == pytest.approx(0.4)
+    assert scores.precision == pytest.approx(2 / 3)
+    assert scores.recall == pytest.approx(1 / 2)
+    assert (scores.predicted, scores.sure, scores.possible) == (3, 2, 4)
+
+
+def test_aer_sums_counts_over_the_corpus():
+    # Sentence 1 as in the worked example (AER 0.4); sentence 2: S = A = {0-0} (AER 0).
+    # Corpus: |A| = 4, |S| = 3, A∩S = 2, A∩P = 3 -> AER = 1 - 5/7 = 2/7, not the mean 0.2.
+    refs = [gold({(0, 0), (1, 1)}, {(2, 1), (2, 2)}), gold({(0, 0)})]
+    scores = alignment_scores([{(0, 0), (2, 1), (3, 3)}, {(0, 0)}], refs)
+    assert scores.aer == pytest.approx(2 / 7)
+    assert scores.sentences == 2
+
+
+def test_aer_undefined_ratios_are_none():
+    scores = alignment_scores([set()], [gold(set(), {(0, 0)})])
+    assert (scores.aer, scores.precision, scores.recall) == (None, None, None)
+    with pytest.raises(ValueError, match="1 predicted alignments but 2 gold"):
+        alignment_scores([set()], [gold(set()), gold(set())])
+
+
+# --- subwords to words, hard links -----------------------------------------------------------
+
+
+def test_word_ids():
+    assert word_ids(["▁The", "▁hou", "se", "▁is", "▁", "big"]) == [0, 1, 1, 2, 3, 3]
+    assert word_ids(["big", "▁house"]) == [0, 1]  # the first piece opens a word with or without ▁
+    assert word_ids(["the", "hou", "se"], marker=None) == [0, 1, 2]
+    assert word_ids([]) == []
+
+
+def hand_made_sentence() -> SentenceAttention:
+    """Source "Das Häuschen" (▁Das ▁Haus chen), target "the little house" (▁the ▁little ▁hou se)."""
+    weights = torch.tensor(
+        [  # ▁Das ▁Haus chen </s>
+            [0.6, 0.2, 0.1, 0.1],  # ▁the
+            [0.1, 0.3, 0.5, 0.1],  # ▁little
+            [0.2, 0.4, 0.3, 0.1],  # ▁hou
+            [0.0, 0.3, 0.4, 0.3],  # se
+            [0.1, 0.0, 0.0, 0.9],  # </s>
+        ]
+    )
+    return SentenceAttention(
+        "Das Häuschen",
+        "the little house",
+        ["▁Das", "▁Haus", "chen"],
+        ["▁the", "▁little", "▁hou", "se"],
+        [0, 1, 1],
+        [0, 1, 2, 2],
+        weights,
+    )
+
+
+def test_merge_pieces_sums_source_and_averages_target_pieces():
+    # the:    Das 0.6, Häuschen 0.2 + 0.1 = 0.3
+    # little: Das 0.1, Häuschen 0.3 + 0.5 = 0.8
+    # house:  mean of hou (0.2, 0.7) and se (0.0, 0.7) = (0.1, 0.7)
+    sentence = hand_made_sentence()
+    expected = torch.tensor([[0.6, 0.3], [0.1, 0.8], [0.1, 0.7]])
+    torch.testing.assert_close(word_attention(sentence), expected)
+    torch.testing.assert_close(merge_pieces(sentence.weights[:-1, :-1], [0, 1, 1], [0, 1, 2, 2]), expected)
+
+
+def test_merge_pieces_keeps_row_mass():
+    # Summing over a source word's pieces loses no mass, so a word row sums to the mean row
+    # sum of its target pieces.
+    weights = torch.rand(6, 5)
+    merged = merge_pieces(weights, [0, 0, 1, 2, 2], [0, 1, 1, 1, 2, 3])
+    assert merged.shape == (4, 3)
+    sums = weights.sum(1)
+    torch.testing.assert_close(merged.sum(1), torch.stack([sums[0], sums[1:4].mean(), sums[4], sums[5]]))
+
+
+def test_hard_links_pick_the_strongest_source_word_and_ignore_eos():
+    # Without EOS: the -> Das, little -> Häuschen, house -> Häuschen. The EOS column (0.9 in
+    # the EOS row, 0.3 for "se") and the EOS row never produce a link.
+    assert hard_links(word_attention(hand_made_sentence())) == {(0, 0), (1, 1), (1, 2)}
+
+
+def test_hard_links_ties_and_empty_source():
+    assert hard_links(torch.tensor([[0.5, 0.5], [0.2, 0.8]])) == {(0, 0), (1, 1)}
+    assert hard_links(torch.zeros(3, 0)) == set()
+    assert hard_links(torch.zeros(0, 3)) == set()
+
+
+# --- forced decoding -------------------------------------------------------------------------
+
+
+def tiny_model(align: str = "global", **fields) -> Seq2Seq:
+    attention = AttentionConfig(align=align, window=2)
+    config = ModelConfig(attention=attention, **{"embed": 8, "hidden": 8, "layers": 1, "dropout": 0.0, **fields})
+    return Seq2Seq(config=config, src_vocab=12, tgt_vocab=12).eval()
+
+
+EXAMPLES = [Example([4, 5, 6], [7, 8]), Example([9], [4, 5, 6, 7, 8]), Example([5, 6, 7, 8, 9, 10], [])]
+
+
+@pytest.mark.parametrize("align", ["global", "local-m", "local-p"])
+def test_force_decode_gives_one_row_per_reference_token_plus_eos(align):
+    torch.manual_seed(0)
+    attn = force_decode(tiny_model(align), EXAMPLES, batch_size=2)
+    assert [a.shape for a in attn] == [(len(ex.tgt) + 1, len(ex.src) + 1) for ex in EXAMPLES]
+    for a in attn:
+        assert torch.all(a >= 0) and torch.all(a.sum(1) <= 1 + 1e-5)
+
+
+def test_force_decode_matches_each_pair_decoded_alone():
+    torch.manual_seed(0)
+    model = tiny_model(reverse_source=True)
+    batched = force_decode(model, EXAMPLES)
+    for (src, ref), attn in zip(EXAMPLES, batched, strict=True):
+        with torch.no_grad():
+            _, alone = model(torch.tensor([[*src, EOS_ID]]), torch.tensor([len(src) + 1]), torch.tensor([[2, *ref]]))
+        torch.testing.assert_close(attn, alone[0])
+        torch.testing.assert_close(attn.sum(1), torch.ones(len(ref) + 1))  # global: rows are distributions
+
+
+def test_force_decode_runs_in_eval_mode_and_restores_the_mode():
+    torch.manual_seed(0)
+    model = tiny_model(dropout=0.5).train()
+    first, second = force_decode(model, EXAMPLES[:1]), force_decode(model, EXAMPLES[:1])
+    torch.testing.assert_close(first, second)  # no dropout noise
+    assert model.training
+
+
+WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran"]
+
+
+@pytest.fixture(scope="module")
+def words() -> WordTokenizer:
+    return WordTokenizer(words=[*SPECIALS, *WORDS])
+
+
+@pytest.mark.parametrize("align", ["global", "local-p"])
+def test_translated_attention_is_the_search_attention_plus_eos(words, align):
+    torch.manual_seed(0)
+    model = tiny_model(align)
+    sources = ["the cat sat on the mat", "a dog", "dog"]
+    config = DecodeConfig(beam=3, max_len_ratio=2.0)
+    sentences = translated_attention(model, words, words, sources, config=config, batch_size=2)
+    for text, sentence in zip(sources, sentences, strict=True):
+        ids = words.encode(text)
+        (best, *_) = decode(model, torch.tensor([[*ids, EOS_ID]]), torch.tensor([len(ids) + 1]), config=config)[0]
+        assert sentence.tgt_pieces == [words.id_to_piece(i) for i in best.tokens]
+        assert sentence.tgt_text == words.decode(best.tokens)
+        assert sentence.src_pieces == text.split() and sentence.src_words == list(range(len(ids)))
+        torch.testing.assert_close(sentence.weights[:-1], best.attention.float())
+        assert sentence.weights.shape == (len(best.tokens) + 1, len(ids) + 1)
+
+
+def test_forced_attention_labels_pieces_and_words(words):
+    torch.manual_seed(0)
+    (sentence,) = forced_attention(tiny_model(), words, words, ["the cat sat"], ["a zebra ran"])
+    assert sentence.src_pieces == ["the", "cat", "sat"] and sentence.tgt_pieces == ["a", "<unk>", "ran"]
+    assert sentence.tgt_words == [0, 1, 2] and sentence.weights.shape == (4, 4)
+    assert word_ids_of(words, ["▁a", "b"]) == [0, 1]
+
+
+def test_empty_sentences_have_no_words_and_no_links(words):
+    torch.manual_seed(0)
+    empty_src, empty_ref = forced_attention(tiny_model(), words, words, ["", "the cat"], ["a", ""])
+    assert empty_src.weights.shape == (2, 1) and word_attention(empty_src).shape == (1, 0)
+    assert empty_ref.weights.shape == (1, 3) and word_attention(empty_ref).shape == (0, 2)
+    assert hard_links(word_attention(empty_src)) == hard_links(word_attention(empty_ref)) == set()
+
+
+def test_sentencepiece_words_follow_the_marker(tmp_path):
+    lines = ["the little houses stand in the old town", "a small house", "the houses are little"] * 20
+    tokenizer = SentencePieceTokenizer.train(lines=lines, config=DataConfig(vocab_size=40))
+    pieces = [tokenizer.id_to_piece(i) for i in tokenizer.encode("the little houses")]
+    assert len(pieces) > 3  # the small vocabulary splits words into pieces
+    ids = word_ids_of(tokenizer, pieces)
+    assert ids[-1] == 2 and [ids[k] for k in range(len(pieces)) if pieces[k].startswith("▁")] == [0, 1, 2]
+
+
+# --- heatmaps --------------------------------------------------------------------------------
+
+
+def png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def sentence_of_length(src_len: int, tgt_len: int) -> SentenceAttention:
+    src = [f"▁src{k}" for k in range(src_len)]
+    tgt = [f"▁tgt{k}" for k in range(tgt_len)]
+    weights = torch.softmax(torch.arange((tgt_len + 1) * (src_len + 1), dtype=torch.float).view(tgt_len + 1, -1), 1)
+    return SentenceAttention(" ".join(src), " ".join(tgt), src, tgt, word_ids(src), word_ids(tgt), weights)
+
+
+def test_heatmap_is_a_png_whose_size_grows_with_the_sentence(tmp_path):
+    plot_heatmap(sentence_of_length(4, 3), tmp_path / "short.png")
+    plot_heatmap(sentence_of_length(40, 30), tmp_path / "long.png")
+    short, long = png_size(tmp_path / "short.png"), png_size(tmp_path / "long.png")
+    assert all(200 <= side <= 1200 for side in short), short
+    assert all(800 <= side <= 5000 for side in long), long
+    assert long[0] > short[0] + 800 and long[1] > short[1] + 600  # ~30 px per extra token
+
+
+def test_write_heatmaps_svg_and_escaped_index(tmp_path):
+    sentence = hand_made_sentence()._replace(src_text="<b>Das & Häuschen</b>")
+    index = write_heatmaps(tmp_path / "out", [sentence, sentence_of_length(2, 2)], fmt="svg")
+    assert index == tmp_path / "out" / "index.html"
+    assert (tmp_path / "out" / "00001.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
+    page = index.read_text(encoding="utf-8")
+    assert "&lt;b&gt;Das &amp; Häuschen&lt;/b&gt;" in page and "<b>Das" not in page
+    assert 'src="00001.svg"' in page and 'src="00002.svg"' in page
+    assert "<code>0-0 1-1 1-2</code>" in page
+    with pytest.raises(NMTError, match="unknown heatmap format 'jpg'"):
+        write_heatmaps(tmp_path / "out", [sentence], fmt="jpg")
