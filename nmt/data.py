@@ -465,7 +465,10 @@ def _divisible(sizes: list[int], world_size: int) -> list[int]:
     while len(sizes) % world_size:
         i = max(range(len(sizes)), key=sizes.__getitem__)
         if sizes[i] < 2:
-            raise NMTError(f"{sum(sizes)} sentence pairs cannot be shared among {world_size} ranks")
+            raise NMTError(
+                f"{sum(sizes)} sentence pairs cannot be shared evenly among {world_size} ranks without "
+                "dropping or repeating some; use fewer ranks or batches of more than one pair"
+            )
         sizes[i : i + 1] = [sizes[i] // 2, sizes[i] - sizes[i] // 2]
     return sizes
 
