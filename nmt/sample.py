@@ -323,14 +323,13 @@ class Generator:
         elif verb.frame == "adj":
             after_en, after_de = self.pair(*self.rng.choice([a for a in ADJECTIVES if "a" in a[2]])[:2])
         elif verb.frame != "that" and self.rng.random() < 0.3:
-            after_en, after_de = self.place()
+            after_en, after_de = self.place(self.rng.choice(PLACES))
         else:
             after_en, after_de = [], []
         return obj_en, obj_de, after_en, after_de
 
-    def place(self) -> tuple[Words, Words]:
+    def place(self, noun: Noun) -> tuple[Words, Words]:
         """in the garden -> im Garten; in the kitchen -> in der Küche."""
-        noun = self.rng.choice(PLACES)
         if noun.gender == "f":
             prep_en, prep_de = self.pair("in", "in")
             np_en, np_de = self.noun_phrase(noun, "dat", definite=True, adjective=None)
