@@ -177,22 +177,15 @@ ADVERBS = [
 ]
 CONJUNCTIONS = [("because", "weil"), ("although", "obwohl"), ("when", "wenn")]
 
-# Articles and adjective endings by (definite, case) and gender.
-ARTICLES = {
-    (True, "nom"): {"m": "der", "f": "die", "n": "das"},
-    (True, "acc"): {"m": "den", "f": "die", "n": "das"},
-    (True, "dat"): {"m": "dem", "f": "der", "n": "dem"},
-    (False, "nom"): {"m": "ein", "f": "eine", "n": "ein"},
-    (False, "acc"): {"m": "einen", "f": "eine", "n": "ein"},
-    (False, "dat"): {"m": "einem", "f": "einer", "n": "einem"},
-}
-ENDINGS = {  # weak after der/die/das, mixed after ein/eine
-    (True, "nom"): {"m": "e", "f": "e", "n": "e"},
-    (True, "acc"): {"m": "en", "f": "e", "n": "e"},
-    (True, "dat"): {"m": "en", "f": "en", "n": "en"},
-    (False, "nom"): {"m": "er", "f": "e", "n": "es"},
-    (False, "acc"): {"m": "en", "f": "e", "n": "es"},
-    (False, "dat"): {"m": "en", "f": "en", "n": "en"},
+# The article and the adjective ending by (definite, case) and gender: weak endings after
+# der/die/das, mixed endings after ein/eine.
+DECLENSION = {
+    (True, "nom"): {"m": ("der", "e"), "f": ("die", "e"), "n": ("das", "e")},
+    (True, "acc"): {"m": ("den", "en"), "f": ("die", "e"), "n": ("das", "e")},
+    (True, "dat"): {"m": ("dem", "en"), "f": ("der", "en"), "n": ("dem", "en")},
+    (False, "nom"): {"m": ("ein", "er"), "f": ("eine", "e"), "n": ("ein", "es")},
+    (False, "acc"): {"m": ("einen", "en"), "f": ("eine", "e"), "n": ("ein", "es")},
+    (False, "dat"): {"m": ("einem", "en"), "f": ("einer", "en"), "n": ("einem", "en")},
 }
 
 
@@ -266,9 +259,10 @@ class Generator:
         """(the|a) [adjective] noun -> article + inflected adjective + noun, by gender and case."""
         next_word = adjective[0] if adjective else noun.en
         article = "the" if definite else ("an" if next_word[0] in "aeiou" else "a")
-        en, de = self.pair(article, ARTICLES[definite, case][noun.gender])
+        de_article, ending = DECLENSION[definite, case][noun.gender]
+        en, de = self.pair(article, de_article)
         if adjective:
-            stem, ending = adjective[1], ENDINGS[definite, case][noun.gender]
+            stem = adjective[1]
             adj_en, adj_de = self.pair(adjective[0], stem + ending[1:] if stem.endswith("e") else stem + ending)
             en, de = en + adj_en, de + adj_de
         noun_en, noun_de = self.pair(noun.en, noun.de)
