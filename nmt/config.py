@@ -24,7 +24,14 @@ T = TypeVar("T")
 
 
 class ConfigError(NMTError, ValueError):
-    """A user mistake in a config file or an override; the message says what to fix."""
+    """A user mistake in a config file or an override; the message says what to fix.
+
+    ``key`` is the dotted key at fault where there is one, so a file's error can name its line.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -150,7 +157,7 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
     """Return ``value`` converted to the annotated type, or raise a ConfigError."""
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {hint.__name__} keys, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping of {hint.__name__} keys, got {value!r}", key)
         return from_dict(hint, value, key)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -160,14 +167,24 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
         return _check_value(value, inner, key)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {value!r}", key)
         (inner,) = typing.get_args(hint)
         return [_check_value(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        return _float_from_text(value, key)
     if isinstance(value, bool) != (hint is bool) or not isinstance(value, hint):
-        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}", key)
     return value
+
+
+def _float_from_text(value: str, key: str) -> float:
+    """YAML reads ``1e-3`` (no dot) as a string; take it as the number it plainly is."""
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{key}: expected float, got {value!r}", key) from None
 
 
 def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
@@ -178,7 +195,7 @@ def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     for name, value in values.items():
         key = f"{prefix}.{name}" if prefix else name
         if name not in names:
-            raise ConfigError(f"unknown key {key!r}{_hint(name, names)}; valid keys here: {', '.join(names)}")
+            raise ConfigError(f"unknown key {key!r}{_hint(name, names)}; valid keys here: {', '.join(names)}", key)
         kwargs[name] = _check_value(value, hints[name], key)
     return cls(**kwargs)
 
@@ -199,7 +216,11 @@ def apply_override(values: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part!r} is not a section")
-    node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        problem = " ".join(str(err).split())
+        raise ConfigError(f"override {override!r}: the value is not valid YAML ({problem})") from err
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
@@ -211,12 +232,37 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not valid UTF-8 (byte {err.start}); save the config as UTF-8") from err
         try:
             values = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from err
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        _check_file(path, text, values)
     for override in overrides:
         apply_override(values, override)
     return from_dict(Config, values)
+
+
+def _check_file(path: Path, text: str, values: dict[str, Any]) -> None:
+    """Validate the file on its own, so its mistakes are reported with the file and line."""
+    try:
+        from_dict(Config, values)
+    except ConfigError as err:
+        line = _line_of(text, err.key)
+        raise ConfigError(f"{path}:{line}: {err}" if line else f"{path}: {err}", err.key) from err
+
+
+def _line_of(text: str, key: str | None) -> int | None:
+    """The 1-based line where dotted ``key`` is written in YAML ``text`` (its deepest part found)."""
+    node, line = yaml.compose(text), None
+    for part in key.split(".") if key else []:
+        pairs = node.value if isinstance(node, yaml.MappingNode) else []
+        found = [(k, v) for k, v in pairs if k.value == part.split("[")[0]]
+        if not found:
+            break
+        name, node = found[0]
+        line = name.start_mark.line + 1
+    return line
