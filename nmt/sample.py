@@ -44,7 +44,10 @@ class Verb(NamedTuple):
     en: tuple[str, str, str]  # 3rd person singular, base form, past participle
     de: tuple[str, str, str]  # 3rd person singular, infinitive, past participle
     aux: str  # the perfect's auxiliary: hat | ist
-    frame: str  # a noun kind for the object, or: - (none), give, to, that, adj (the copula)
+    frame: str  # the noun kinds its object may have ("animate,thing"), or one of OTHER_FRAMES
+
+
+OTHER_FRAMES = ("-", "give", "to", "that", "adj")  # none, dative + accusative, a destination, a clause, the copula
 
 
 def _table(text: str, width: int) -> list[list[str]]:
@@ -310,7 +313,7 @@ class Generator:
             io_en, io_de = self.random_np("animate", "dat", definite=definite)
             do_en, do_de = self.random_np("thing", "acc", definite=definite)
             obj_en, obj_de = io_en + do_en, io_de + do_de
-        elif verb.frame not in ("-", "to", "that", "adj"):
+        elif _frame_of(verb) == "object":
             obj_en, obj_de = self.random_np(self.rng.choice(verb.frame.split(",")), "acc", definite=definite)
         if verb.frame == "to":
             after_en, after_de = self.phrase(*self.rng.choice(DESTINATIONS))
@@ -385,7 +388,7 @@ VERB_GROUPS: dict[str, Callable[[Generator, Verb, bool], VerbGroup]] = {
 
 def _frame_of(verb: Verb) -> str:
     """Object frames (a noun kind) count as "object"; the others are themselves."""
-    return verb.frame if verb.frame in ("-", "give", "to", "that", "adj") else "object"
+    return verb.frame if verb.frame in OTHER_FRAMES else "object"
 
 
 CLAUSE_FRAMES = ("object", "object", "object", "give", "-", "to", "adj")
