@@ -290,11 +290,14 @@ def _cache_key(text: ParallelText, src_tok: Tokenizer, tgt_tok: Tokenizer) -> st
 
 
 def _save_cached(path: Path, pairs: ParallelIds) -> None:
-    """Write the cache atomically: a crash leaves either no file or a whole one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the cache atomically: a crash leaves either no file or a whole one. A failure only warns."""
     partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save({"src": pairs.src.tensors(), "tgt": pairs.tgt.tensors()}, partial)
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"src": pairs.src.tensors(), "tgt": pairs.tgt.tensors()}, partial)
+        os.replace(partial, path)
+    except OSError as err:
+        logger.warning("cannot write the token-id cache %s (%s); the next run encodes again", path, err)
 
 
 def _load_cached(path: Path) -> ParallelIds | None:

@@ -507,12 +507,15 @@ def write_sample_corpus(out_dir: str | Path, *, pairs: int = 6000, seed: int = 1
     sizes = split_sizes(pairs)
     drawn = generate_pairs(pairs, seed)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    start = 0
-    for split, size in sizes.items():
-        chunk = drawn[start : start + size]
-        start += size
-        for suffix, column in (("en", 0), ("de", 1), ("align", 2)):
-            (out / f"{split}.{suffix}").write_text("".join(f"{p[column]}\n" for p in chunk), encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        start = 0
+        for split, size in sizes.items():
+            chunk = drawn[start : start + size]
+            start += size
+            for suffix, column in (("en", 0), ("de", 1), ("align", 2)):
+                (out / f"{split}.{suffix}").write_text("".join(f"{p[column]}\n" for p in chunk), encoding="utf-8")
+    except OSError as err:
+        raise NMTError(f"{out}: cannot write the sample corpus there ({err.strerror or err})") from err
     logger.info("sample corpus in %s: %s", out, ", ".join(f"{s} {n}" for s, n in sizes.items()))
     return sizes

@@ -84,9 +84,13 @@ def test_cli_writes_the_same_corpus(tmp_path) -> None:
         assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "lib" / name).read_bytes()
 
 
-def test_cli_rejects_too_few_pairs(tmp_path, capsys) -> None:
+def test_cli_user_errors_exit_1_with_one_line(tmp_path, capsys) -> None:
     assert main([str(tmp_path), "--pairs", "2"]) == 1
     assert "too few" in capsys.readouterr().err
+    (tmp_path / "file").write_text("not a directory")
+    assert main([str(tmp_path / "file"), "--pairs", "12"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write the sample corpus there" in err and "Traceback" not in err
 
 
 def test_split_sizes() -> None:
