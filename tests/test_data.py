@@ -319,3 +319,12 @@ def test_iterate_batches_collates_the_right_pairs() -> None:
     for batch in batches:
         for row, i in enumerate(batch.index.tolist()):
             assert batch.src[row, 0] == 10 + i and batch.src_lengths[row] == [1, 2, 3, 4, 5][i] + 1
+
+
+def test_unwritable_cache_only_warns(tmp_path, caplog) -> None:
+    blocker = write(tmp_path / "not-a-dir", "")
+    src = tgt = word_tokenizer(["the", "dog"])
+    with caplog.at_level(logging.WARNING, logger="nmt.data"):
+        pairs = encode_corpus(ParallelText(EN, DE, "test corpus"), src, tgt, cache_dir=blocker / "cache")
+    assert "cannot write the token-id cache" in caplog.text
+    assert pairs[0].src == [4, 5, 1]
