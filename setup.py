@@ -24,6 +24,8 @@ setup(
     entry_points={
         "console_scripts": [
             "nmt-sample = nmt.cli.sample:main",
+            "nmt-translate = nmt.cli.translate:main",
+            "nmt-evaluate = nmt.cli.evaluate:main",
         ]
     },
 )

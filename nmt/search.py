@@ -222,8 +222,11 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
 
     Each step scores all k · vocab continuations of a sentence's k beams and keeps the best
     2k: those of them that end in EOS and rank among the first k become finished hypotheses,
-    and the best k that do not become the next beams. A sentence is done once it has k
-    finished hypotheses (or at ``max_out``, where every beam is forced to end).
+    and the best k that do not become the next beams. A sentence is done once its best
+    candidate ends in EOS and it has ``n_best`` finished hypotheses, or at ``max_out``, where
+    every beam is forced to end. (Stopping as soon as k hypotheses have finished, as fairseq
+    does, can return a finished hypothesis far worse than a live beam.) With beam 1 this
+    is greedy search.
 
     Returns:
         for each sentence, in input order, its ``config.n_best`` best hypotheses (fewer only if
@@ -260,7 +263,7 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
         ended_sents = alive.unsqueeze(1).expand(-1, 2 * k)[ends]
         _collect(finished, ended_sents, history[parents], top[ends], attention[parents], src_lengths, config)
         counts.index_add_(0, ended_sents, torch.ones_like(ended_sents))
-        done = (counts[alive] >= k) | (step >= max_out[alive])  # (sents,)
+        done = (ends[:, 0] & (counts[alive] >= config.n_best)) | (step >= max_out[alive])  # (sents,)
 
         next_scores, pick = top.masked_fill(words == EOS_ID, float("-inf")).topk(k, dim=1)  # (sents, k)
         keep = (~done).nonzero().squeeze(1)

@@ -42,7 +42,13 @@ REPEATING = {
     (): {A: 0.9, B: 0.1},
     (A,): {A: 0.6, EOS_ID: 0.4},
 }
-TABLES = {7: TABLE, 8: REPEATING}
+# Sentence "6": two poor hypotheses finish early while a strong beam lives on.
+TRAP = {
+    (): {A: 0.99, B: 0.01},
+    (A,): {A: 0.99, EOS_ID: 0.01},
+    (A, A): {A: 0.99, EOS_ID: 0.01},
+}
+TABLES = {6: TRAP, 7: TABLE, 8: REPEATING}
 # Sentence 7's source: 4 positions, the last being the source EOS_ID.
 SRC_7 = [7, 9, 9, EOS_ID]
 
@@ -122,6 +128,16 @@ def test_beam_two_by_hand() -> None:
     assert [h.score for h in hyps] == pytest.approx([math.log(0.24), math.log(0.18)])
     # [B A]: B came after BOS (2 % 4 = 2), A after B (5 % 4 = 1)
     assert torch.equal(hyps[1].attention, one_hot_rows([2, 1], 4))
+
+
+def test_beam_does_not_stop_while_a_live_beam_is_better() -> None:
+    # step 1: A A .9801 (live), B EOS .01 (2nd < k: finished [B]), A EOS .0099.
+    # step 2: A A A .9703 (live), A A EOS .0098 (2nd: finished [A A]); two finished, but the best
+    #   candidate lives, so search goes on (fairseq would stop here with [B] .01 as its best).
+    # step 3: A A A EOS .9703 is the best candidate: done.
+    (hyps,) = beam_search(FakeModel(), *batch([6, 9, EOS_ID]), config=settings(beam=2, n_best=2))
+    assert [h.tokens for h in hyps] == [[A, A, A], [B]]
+    assert [h.log_prob for h in hyps] == pytest.approx([3 * math.log(0.99), math.log(0.01)])
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,302 @@
+"""nmt-translate: raw text in, raw text out, exactly one output line for every input line.
+
+    nmt-translate --checkpoint run/best.pt < test.en > test.hyp.de
+    nmt-translate --checkpoint a.pt b.pt c.pt --input test.en --output test.hyp.de --beam 10
+    nmt-translate --checkpoint run/best.pt --n-best 3 --beam 5 < test.en
+
+Input is read as UTF-8 lines (LF or CRLF), tokenised with the checkpoint's own source
+tokenizer, sorted by length into batches of about ``--batch-tokens`` source tokens, searched,
+restored to input order and detokenised with the checkpoint's target tokenizer. Several
+checkpoints form an ensemble (they must share both tokenizers).
+
+- An empty or whitespace-only line gives an empty line; the model does not see it.
+- A line longer than ``decode.max_input_len`` tokens (or than a location scorer can read) is
+  translated from its first tokens, with a warning on stderr naming the line.
+- Invalid UTF-8 is an error naming the line, unless ``--replace-invalid`` (bad bytes become U+FFFD).
+
+With ``--n-best K`` every input line gives exactly K lines ``index ||| hypothesis ||| score``:
+``index`` is the 0-based input line number, ``score`` the normalised search score (best
+first). An empty input line gives K lines with an empty hypothesis and score 0; a search that
+found fewer than K hypotheses fills up with empty ones scored -inf.
+
+Search settings default to the checkpoint's ``decode`` section; the options override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from tqdm import tqdm
+
+from nmt.checkpoint import load_model
+from nmt.cli.common import add_common_args, run
+from nmt.config import DecodeConfig
+from nmt.errors import NMTError
+from nmt.search import Decodable, Ensemble, Hypothesis, check_config, decode, replace_unknowns, source_words
+from nmt.tokenizer import EOS_ID, PAD_ID, Tokenizer
+
+log = logging.getLogger(__name__)
+
+# DecodeConfig fields with an option of the same name; options left out keep the checkpoint's value
+_DECODE_FIELDS = (
+    "beam",
+    "length_penalty",
+    "alpha",
+    "min_len_ratio",
+    "max_len_ratio",
+    "max_len",
+    "no_repeat_ngram",
+    "batch_tokens",
+    "replace_unk",
+    "max_input_len",
+)
+
+
+class Translator(NamedTuple):
+    """What translating raw lines needs: a model (or ensemble), both tokenizers and the settings."""
+
+    model: Decodable
+    src_tokenizer: Tokenizer
+    tgt_tokenizer: Tokenizer
+    config: DecodeConfig
+    dictionary: Mapping[str, str]
+    device: torch.device
+
+
+def add_decode_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """The options nmt-translate and nmt-evaluate share: checkpoints, device and search settings."""
+    parser.add_argument(
+        "--checkpoint", nargs="+", required=required, metavar="CKPT", help="one checkpoint, or several for an ensemble"
+    )
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--beam", type=int, help="beam size; 1 is greedy search")
+    parser.add_argument("--length-penalty", choices=["none", "average", "gnmt"], help="length normalisation")
+    parser.add_argument("--alpha", type=float, help="the GNMT length penalty's exponent")
+    parser.add_argument("--min-len-ratio", type=float, help="at least this many output tokens per source token")
+    parser.add_argument("--max-len-ratio", type=float, help="at most this many output tokens per source token")
+    parser.add_argument("--max-len", type=int, help="at most this many output tokens")
+    parser.add_argument("--no-repeat-ngram", type=int, metavar="N", help="never repeat an n-gram of this size")
+    parser.add_argument("--batch-tokens", type=int, metavar="N", help="about N source tokens per batch")
+    parser.add_argument("--max-input-len", type=int, metavar="N", help="translate longer lines from N tokens")
+    parser.add_argument(
+        "--replace-unk",
+        action="store_true",
+        default=None,
+        help="replace each <unk> by the most attended source word (or its --dict translation)",
+    )
+    parser.add_argument("--dict", metavar="F", help="source<TAB>target word translations for --replace-unk")
+    parser.add_argument(
+        "--replace-invalid", action="store_true", help="replace invalid UTF-8 bytes in the input instead of failing"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nmt-translate",
+        description=__doc__.split("\n\n")[0],
+        epilog="With --n-best K each input line gives K lines 'index ||| hypothesis ||| score' (0-based index).",
+    )
+    add_decode_args(parser, required=True)
+    parser.add_argument("--input", metavar="F", help="source text, one sentence per line (default: stdin)")
+    parser.add_argument("--output", metavar="F", help="where translations go (default: stdout)")
+    parser.add_argument("--n-best", type=int, metavar="K", help="print the K best hypotheses of every line")
+    add_common_args(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_translate, build_parser(), argv)
+
+
+def _translate(args: argparse.Namespace) -> int:
+    translator = load_translator(args, n_best=args.n_best)
+    lines = read_lines(args.input, replace_invalid=args.replace_invalid)
+    results = translate_lines(lines, translator, quiet=args.quiet)
+    if translator.config.n_best == 1:
+        out = [best.text for best, *_ in results]
+    else:
+        out = [f"{i} ||| {h.text} ||| {h.score:.4f}" for i, hyps in enumerate(results) for h in hyps]
+    write_lines(out, args.output)
+    return 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is cuda where available, else cpu; anything else must be a torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise NMTError(f"--device {name!r} is not a device name (try cpu, cuda or cuda:0)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NMTError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def load_translator(args: argparse.Namespace, *, n_best: int | None = None) -> Translator:
+    """Load ``args.checkpoint`` (one model or an ensemble) with settings from the checkpoint and ``args``."""
+    device = resolve_device(args.device)
+    loaded = [load_model(path, device) for path in args.checkpoint]
+    first = loaded[0]
+    for path, other in zip(args.checkpoint[1:], loaded[1:], strict=True):
+        for side in ("src_tokenizer", "tgt_tokenizer"):
+            if getattr(other, side).to_state() != getattr(first, side).to_state():
+                raise NMTError(
+                    f"{path} and {args.checkpoint[0]} have different {side.split('_')[0]} tokenizers; "
+                    "an ensemble needs checkpoints trained with the same vocabularies"
+                )
+    given = {field: getattr(args, field) for field in _DECODE_FIELDS} | {"n_best": n_best}
+    config = dataclasses.replace(first.config.decode, **{k: v for k, v in given.items() if v is not None})
+    check_config(config)
+    if config.batch_tokens < 1 or config.max_input_len < 1:
+        raise NMTError("--batch-tokens and --max-input-len must be positive")
+    if args.dict and not config.replace_unk:
+        raise NMTError("--dict is only used with --replace-unk; add --replace-unk")
+    model = first.model if len(loaded) == 1 else Ensemble(models=[entry.model for entry in loaded])
+    dictionary = read_dictionary(args.dict) if args.dict else {}
+    return Translator(model, first.src_tokenizer, first.tgt_tokenizer, config, dictionary, device)
+
+
+class Output(NamedTuple):
+    """One translation of one input line."""
+
+    text: str
+    score: float
+
+
+def translate_lines(lines: Sequence[str], translator: Translator, *, quiet: bool = False) -> list[list[Output]]:
+    """The ``n_best`` translations of every line, in input order (exactly ``n_best`` per line).
+
+    Lines are sorted by token length (longest first) and cut into batches of at most
+    ``batch_tokens`` padded source tokens; a progress bar on stderr counts sentences.
+    """
+    config = translator.config
+    sources = [_source_ids(number, line, translator) for number, line in enumerate(lines, start=1)]
+    order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: -len(sources[i]))
+    results = [[Output("", 0.0)] * config.n_best] * len(lines)
+    with tqdm(total=len(order), unit="sent", file=sys.stderr, disable=quiet or None, leave=False) as bar:
+        for batch in _batches(order, sources, config.batch_tokens):
+            src = pad_sequence([torch.tensor(sources[i]) for i in batch], batch_first=True, padding_value=PAD_ID)
+            lengths = torch.tensor([len(sources[i]) for i in batch])
+            hyps = decode(translator.model, src.to(translator.device), lengths.to(translator.device), config=config)
+            for i, found in zip(batch, hyps, strict=True):
+                outputs = [Output(_detokenize(h, lines[i], sources[i], translator), h.score) for h in found]
+                results[i] = (outputs + [Output("", -math.inf)] * config.n_best)[: config.n_best]
+            bar.update(len(batch))
+    return results
+
+
+def _source_ids(number: int, line: str, translator: Translator) -> list[int]:
+    """The model's input for ``line``: its ids, cut to the input limit, plus EOS; [] for a blank line."""
+    if not line.strip():
+        return []
+    ids = translator.src_tokenizer.encode(line)
+    if not ids:
+        return []
+    limit = translator.config.max_input_len
+    if getattr(translator.model, "max_src_len", None) is not None:
+        limit = min(limit, translator.model.max_src_len - 1)  # the EOS takes a position too
+    if len(ids) > limit:
+        log.warning("input line %d has %d tokens; translating its first %d", number, len(ids), limit)
+        ids = ids[:limit]
+    return [*ids, EOS_ID]
+
+
+def _batches(order: list[int], sources: list[list[int]], batch_tokens: int) -> list[list[int]]:
+    """Cut ``order`` (longest first) into batches whose padded size stays within ``batch_tokens``."""
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * len(sources[batches[-1][0]]) <= batch_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def _detokenize(hypothesis: Hypothesis, line: str, source: list[int], translator: Translator) -> str:
+    """The hypothesis as raw text on one line (with unknown words replaced if asked)."""
+    tgt = translator.tgt_tokenizer
+    if translator.config.replace_unk:
+        src = translator.src_tokenizer
+        pieces = [src.id_to_piece(i) for i in source[:-1]]
+        text = replace_unknowns(hypothesis, source_words(line, pieces, src.kind), tgt, translator.dictionary)
+    else:
+        text = tgt.decode(hypothesis.tokens)
+    return " ".join(text.split("\n")).replace("\r", " ")
+
+
+def read_lines(path: str | None, *, replace_invalid: bool = False) -> list[str]:
+    """The lines of ``path`` (stdin when None): UTF-8, LF or CRLF, a final newline optional.
+
+    Lines are split at "\\n" only (``str.splitlines`` would also split at U+2028 and others,
+    shifting every later line). Invalid UTF-8 raises NMTError naming the line, unless
+    ``replace_invalid``, which turns bad bytes into U+FFFD.
+    """
+    name = path or "<stdin>"
+    try:
+        raw = Path(path).read_bytes() if path else sys.stdin.buffer.read()
+    except OSError as err:
+        raise NMTError(f"{name}: cannot read ({err.strerror or err})") from err
+    chunks = raw.removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    if chunks[-1] == b"":
+        chunks.pop()
+    lines = []
+    for number, chunk in enumerate(chunks, start=1):
+        chunk = chunk.removesuffix(b"\r")
+        try:
+            lines.append(chunk.decode("utf-8", errors="replace" if replace_invalid else "strict"))
+        except UnicodeDecodeError as err:
+            raise NMTError(
+                f"{name}:{number}: invalid UTF-8 (byte 0x{chunk[err.start]:02x} at column {err.start + 1}); "
+                "convert the file to UTF-8 or pass --replace-invalid"
+            ) from err
+    return lines
+
+
+def read_dictionary(path: str) -> dict[str, str]:
+    """A ``source<TAB>target`` word dictionary for ``--replace-unk``; blank lines are skipped.
+
+    A source word listed twice keeps its first translation (dictionaries list the most
+    probable first). A line that is not ``word<TAB>word`` raises NMTError naming the line.
+    """
+    dictionary: dict[str, str] = {}
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        source, tab, target = line.partition("\t")
+        if not tab or not source.strip() or not target.strip():
+            raise NMTError(f"{path}:{number}: expected 'source<TAB>target', got {line!r}")
+        dictionary.setdefault(source.strip(), target.strip())
+    return dictionary
+
+
+def write_lines(lines: Sequence[str], path: str | None) -> None:
+    """Write ``lines`` to ``path`` (all or nothing: a temporary file renamed into place) or to stdout."""
+    data = "".join(f"{line}\n" for line in lines).encode("utf-8")
+    if path is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise NMTError(f"{path}: cannot write the output ({err.strerror or err})") from err
+
+
+if __name__ == "__main__":
+    sys.exit(main())
