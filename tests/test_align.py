@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import struct
 
 import pytest
@@ -26,7 +28,9 @@ from nmt.align import (
     write_alignments,
     write_heatmaps,
 )
-from nmt.config import AttentionConfig, DataConfig, DecodeConfig, ModelConfig
+from nmt.checkpoint import load_model, save_checkpoint
+from nmt.cli import align as align_cli
+from nmt.config import AttentionConfig, Config, DataConfig, DecodeConfig, ModelConfig, to_dict
 from nmt.data import Example
 from nmt.errors import NMTError
 from nmt.model import Seq2Seq
@@ -316,3 +320,101 @@ def test_write_heatmaps_svg_and_escaped_index(tmp_path):
     assert "<code>0-0 1-1 1-2</code>" in page
     with pytest.raises(NMTError, match="unknown heatmap format 'jpg'"):
         write_heatmaps(tmp_path / "out", [sentence], fmt="jpg")
+
+
+# --- nmt-align -------------------------------------------------------------------------------
+
+SOURCES = ["the cat sat on the mat", "a dog ran", "the dog sat on a mat"]
+REFERENCES = ["a cat sat on a mat", "the dog ran", "a dog sat"]
+GOLD = "0-0 1-1 2-2 3-3 4?4 5-5\n0-0 1-1 2-2\n0-0 1-1 2-2 4?0\n"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, words) -> dict[str, str]:
+    """A tiny random checkpoint with word tokenizers and a three-line corpus with gold links."""
+    root = tmp_path_factory.mktemp("align")
+    torch.manual_seed(0)
+    config = Config(model=ModelConfig(embed=8, hidden=8, layers=1, dropout=0.0), decode=DecodeConfig(beam=2))
+    model = Seq2Seq(config=config.model, src_vocab=words.vocab_size, tgt_vocab=words.vocab_size)
+    tokenizers = {"src": words.to_state(), "tgt": words.to_state()}
+    save_checkpoint(
+        root / "model.pt", {"config": to_dict(config), "model": model.state_dict(), "tokenizers": tokenizers}
+    )
+    files = {"ckpt": root / "model.pt", "src": root / "src.txt", "tgt": root / "tgt.txt", "gold": root / "gold.align"}
+    files["src"].write_text("\n".join(SOURCES) + "\n", encoding="utf-8")
+    files["tgt"].write_text("\n".join(REFERENCES) + "\n", encoding="utf-8")
+    files["gold"].write_text(GOLD, encoding="utf-8")
+    return {name: str(path) for name, path in files.items()}
+
+
+def align(corpus, out, *extra: str) -> list[str]:
+    return ["--checkpoint", corpus["ckpt"], "--src", corpus["src"], "--out", str(out), "--quiet", *extra]
+
+
+def test_cli_force_decodes_writes_heatmaps_alignments_and_scores(corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert align_cli.main(align(corpus, out, "--tgt", corpus["tgt"], "--gold", corpus["gold"], "--limit", "2")) == 0
+    stdout = capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "00001.png",
+        "00002.png",
+        "alignments.txt",
+        "index.html",
+        "scores.json",
+    ]
+    # the hard links are those of the library on the checkpoint's model
+    loaded = load_model(corpus["ckpt"])
+    sentences = forced_attention(loaded.model, loaded.src_tokenizer, loaded.tgt_tokenizer, SOURCES[:2], REFERENCES[:2])
+    predicted = [hard_links(word_attention(s)) for s in sentences]
+    assert [g.sure for g in read_alignments(out / "alignments.txt")] == predicted
+    # stdout is one JSON line, the same as scores.json, scoring the first two gold lines
+    (line,) = stdout.splitlines()
+    assert json.loads(line) == alignment_scores(predicted, read_alignments(corpus["gold"])[:2])._asdict()
+    assert (out / "scores.json").read_text(encoding="utf-8") == line + "\n"
+    assert json.loads(line)["sentences"] == 2 and json.loads(line)["sure"] == 8
+
+
+def test_cli_without_references_aligns_the_translations(corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert align_cli.main(align(corpus, out, "--format", "svg")) == 0
+    assert capsys.readouterr().out == ""
+    assert len(list(out.glob("*.svg"))) == len(SOURCES)
+    assert len((out / "alignments.txt").read_text(encoding="utf-8").split("\n")) == len(SOURCES) + 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "gold", "message"),
+    [
+        (["--tgt", "tgt"], "0-0\n0-x\n", r"gold\.align:2: bad alignment link '0-x'"),
+        (
+            ["--tgt", "tgt", "--limit", "2"],
+            "0-0\n0-3\n",
+            r"gold\.align:2: link 0-3 lies outside the pair \(3 source words, 3 target",
+        ),
+        (["--tgt", "tgt", "--limit", "2", "--gold-one-based"], "1-1\n1-4\n", r"gold\.align:2: link 1-4 lies outside"),
+        (["--tgt", "tgt", "--gold-one-based"], "1-1\n0-1\n", r"gold\.align:2: bad alignment link '0-1'"),
+        (["--tgt", "tgt"], "0-0\n", r"gold\.align has 1 lines but there are 3 sentence pairs"),
+        ([], "0-0\n", "--gold needs --tgt"),
+    ],
+)
+def test_cli_bad_gold_exits_1_with_one_message(corpus, tmp_path, capsys, extra, gold, message):
+    path = tmp_path / "gold.align"
+    path.write_text(gold, encoding="utf-8")
+    extra = [corpus["tgt"] if arg == "tgt" else arg for arg in extra]
+    assert align_cli.main(align(corpus, tmp_path / "out", *extra, "--gold", str(path))) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith("nmt-align: error: ") and re.search(message, line), line
+
+
+def test_cli_mismatched_references_and_missing_checkpoint(corpus, tmp_path, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("a cat\n", encoding="utf-8")
+    assert align_cli.main(align(corpus, tmp_path / "out", "--tgt", str(short))) == 1
+    assert "has 3 lines but" in capsys.readouterr().err
+    args = align(corpus, tmp_path / "out")
+    args[1] = str(tmp_path / "missing.pt")
+    assert align_cli.main(args) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "missing.pt: no such checkpoint" in line

@@ -1,0 +1,159 @@
+"""nmt-align: attention heatmaps, hard word alignments and AER against gold alignments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nmt.align import (
+    FORMATS,
+    GoldAlignment,
+    SentenceAttention,
+    alignment_scores,
+    forced_attention,
+    hard_links,
+    read_alignments,
+    translated_attention,
+    word_attention,
+    write_alignments,
+    write_heatmaps,
+)
+from nmt.checkpoint import LoadedModel, load_model
+from nmt.cli.common import add_common_args, run
+from nmt.cli.translate import read_lines, resolve_device
+from nmt.errors import NMTError
+
+log = logging.getLogger("nmt.align")
+
+EXAMPLES = """\
+examples:
+  # force-decode the references, draw 20 heatmaps, score against the sample corpus's gold alignments
+  nmt-align --checkpoint runs/quickstart/best.pt --src data/sample/test.en --tgt data/sample/test.de \\
+      --gold data/sample/test.align --out runs/quickstart/align --limit 20
+
+  # the attention of the model's own beam-search translations, as SVG
+  nmt-align --checkpoint runs/quickstart/best.pt --src input.en --out align --format svg
+
+outputs in --out: one heatmap per sentence pair (00001.png, ...), index.html showing them all,
+alignments.txt (the hard word alignments, Pharaoh i-j, 0-based source-target), and with --gold
+scores.json (the AER/precision/recall line also printed on stdout).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nmt-align",
+        description="Inspect a model's attention as word alignment (Luong et al. 2015, §5.4).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="the model checkpoint")
+    parser.add_argument("--src", required=True, metavar="F", help="source sentences, one per line")
+    parser.add_argument(
+        "--tgt",
+        metavar="F",
+        help="reference translations to force-decode; without it the model's beam-search output is used",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="directory for heatmaps, index.html and alignments.txt"
+    )
+    parser.add_argument("--format", choices=FORMATS, default="png", help="heatmap image format (default: png)")
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N sentence pairs")
+    parser.add_argument(
+        "--gold",
+        metavar="F",
+        help="gold word alignments, one line per pair (Pharaoh: i-j sure, i?j or ipj possible); needs --tgt",
+    )
+    parser.add_argument("--gold-one-based", action="store_true", help="the gold file counts words from 1")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    add_common_args(parser)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_align, build_parser(), argv)
+
+
+def _align(args: argparse.Namespace) -> int:
+    if args.gold and not args.tgt:
+        raise NMTError("--gold needs --tgt: AER scores the attention of the force-decoded reference translations")
+    sources = read_lines(args.src)[: args.limit]
+    references = read_lines(args.tgt)[: args.limit] if args.tgt else None
+    if references is not None and len(references) != len(sources):
+        raise NMTError(
+            f"{args.src} has {len(sources)} lines but {args.tgt} has {len(references)}; "
+            "give one reference per source line"
+        )
+    gold = read_alignments(args.gold, one_based=args.gold_one_based) if args.gold else None
+    if gold is not None and len(gold) < len(sources):
+        raise NMTError(f"{args.gold} has {len(gold)} lines but there are {len(sources)} sentence pairs to score")
+    loaded = load_model(args.checkpoint, device=resolve_device(args.device))
+    _check_source_lengths(args.src, sources, loaded)
+    tokenizers = loaded.src_tokenizer, loaded.tgt_tokenizer
+    if references is not None:
+        sentences = forced_attention(loaded.model, *tokenizers, sources, references)
+    else:
+        sentences = translated_attention(loaded.model, *tokenizers, sources, config=loaded.config.decode)
+    if gold is not None:
+        _check_gold(args.gold, gold, sentences, one_based=args.gold_one_based)
+    out = Path(args.out)
+    bar = tqdm(sentences, desc="heatmaps", unit="pair", file=sys.stderr, disable=args.quiet or None, leave=False)
+    index = write_heatmaps(out, bar, fmt=args.format)
+    predicted = [hard_links(word_attention(s)) for s in sentences]
+    write_alignments(out / "alignments.txt", predicted)
+    log.info("wrote %d heatmaps, %s and %s", len(sentences), index, out / "alignments.txt")
+    if gold is not None:
+        line = json.dumps(alignment_scores(predicted, gold[: len(sentences)])._asdict())
+        print(line)
+        (out / "scores.json").write_text(line + "\n", encoding="utf-8")
+    return 0
+
+
+def _check_source_lengths(path: str, sources: Sequence[str], loaded: LoadedModel) -> None:
+    """A location scorer reads a fixed number of positions; longer sources cannot be aligned."""
+    limit = loaded.model.max_src_len
+    if limit is None:
+        return
+    for number, line in enumerate(sources, start=1):
+        length = len(loaded.src_tokenizer.encode(line)) + 1  # + EOS
+        if length > limit:
+            raise NMTError(
+                f"{path}:{number}: {length} source tokens (EOS included), but this model's location "
+                f"attention reads at most {limit}; shorten or leave out the line"
+            )
+
+
+def _check_gold(
+    path: str, gold: Sequence[GoldAlignment], sentences: Sequence[SentenceAttention], *, one_based: bool
+) -> None:
+    """Every gold link must join words of its pair; a link outside hints at 1-based indices."""
+    for number, (ref, sentence) in enumerate(zip(gold, sentences, strict=False), start=1):
+        n_src, n_tgt = max(sentence.src_words, default=-1) + 1, max(sentence.tgt_words, default=-1) + 1
+        outside = sorted((i, j) for i, j in ref.possible if i >= n_src or j >= n_tgt)
+        if outside:
+            i, j = (k + one_based for k in outside[0])  # as written in the file
+            hint = "" if one_based else "; if the file counts words from 1, add --gold-one-based"
+            raise NMTError(
+                f"{path}:{number}: link {i}-{j} lies outside the pair ({n_src} source words, "
+                f"{n_tgt} target words){hint}"
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
