@@ -26,6 +26,7 @@ setup(
             "nmt-sample = nmt.cli.sample:main",
             "nmt-translate = nmt.cli.translate:main",
             "nmt-evaluate = nmt.cli.evaluate:main",
+            "nmt-train = nmt.cli.train:main",
             "nmt-align = nmt.cli.align:main",
         ]
     },

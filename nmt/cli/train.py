@@ -1,0 +1,130 @@
+"""nmt-train: train a model from a YAML config with ``key=value`` overrides, resumably."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from nmt.cli.common import add_common_args, run
+from nmt.config import load_config
+from nmt.train import Progress, Trainer
+
+log = logging.getLogger("nmt.train")
+
+EXAMPLES = """\
+examples:
+  # the quickstart: a sample corpus, then a small model on it (a few minutes on 2 CPU cores)
+  nmt-sample data/sample
+  nmt-train --config configs/quickstart.yaml
+
+  # override any config key with key=value (YAML values)
+  nmt-train --config configs/multi30k_en_de.yaml train.save_dir=runs/m30k train.max_steps=2000 train.device=cpu
+
+  # continue a run from <train.save_dir>/last.pt (after Ctrl-C, a crash, or to train longer)
+  nmt-train --config configs/quickstart.yaml --resume train.max_steps=4000
+
+the run directory (train.save_dir) receives config.yaml (the resolved config), metrics.jsonl
+(one JSON record per log interval and per validation), the tokenizer files, step_*.pt (the
+last train.keep_last), last.pt and best.pt (lowest dev perplexity). Ctrl-C or SIGTERM saves a
+checkpoint after the current update and exits; a second Ctrl-C stops at once.
+"""
+
+SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nmt-train",
+        description="Train an attention-based NMT model (Luong et al. 2015).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="YAML config file (see configs/); without it, the defaults")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=0.5")
+    parser.add_argument("--resume", action="store_true", help="continue from <train.save_dir>/last.pt")
+    add_common_args(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_train, build_parser(), argv)
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    stop = threading.Event()
+    received: list[str] = []
+    with _stop_on_signals(stop, received):
+        trainer = Trainer(config=config, resume=args.resume, stop=stop)
+        with logging_redirect_tqdm(), _ProgressBar(disable=args.quiet) as bar:
+            result = trainer.fit(on_progress=bar.update)
+    best = "none" if result.best_dev_ppl is None else f"{result.best_dev_ppl:.3f}"
+    log.info("done: %d updates, best dev perplexity %s; checkpoints in %s", result.step, best, config.train.save_dir)
+    if received:
+        log.info("stopped by %s; continue with the same command and --resume", received[0])
+        return 128 + signal.Signals[received[0]].value
+    return 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event, received: list[str]) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` (training checkpoints and returns); a second signal acts at once."""
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        log.warning("%s received: saving a checkpoint after this update (again to stop now)", received[-1])
+        stop.set()
+        signal.signal(signum, SIGNALS[signum])
+
+    if threading.current_thread() is not threading.main_thread():  # signals can only be handled there
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+class _ProgressBar:
+    """One tqdm bar on stderr, fed by :class:`nmt.train.Progress` reports."""
+
+    def __init__(self, *, disable: bool) -> None:
+        self.disable = disable
+        self.bar: tqdm | None = None
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self, progress: Progress) -> None:
+        if self.bar is None:
+            self.bar = tqdm(
+                total=progress.total_steps,
+                initial=progress.step - 1,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                disable=self.disable,
+            )
+        self.bar.set_description(f"epoch {progress.epoch}", refresh=False)
+        self.bar.set_postfix(
+            loss=f"{progress.loss:.3f}",
+            ppl=f"{progress.ppl:.2f}",
+            lr=f"{progress.lr:.3g}",
+            tok_s=f"{progress.tok_s:.0f}",
+            refresh=False,
+        )
+        self.bar.update(progress.step - self.bar.n)
