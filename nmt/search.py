@@ -34,7 +34,7 @@ class State(Protocol):
 
 
 class Decodable(Protocol):
-    """What search needs from a model."""
+    """What search needs from a model; ``step`` returns fresh tensors, which search may change in place."""
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> State: ...
 
@@ -128,19 +128,24 @@ def repeated_ngrams(history: Tensor, n: int, vocab: int) -> Tensor:
 def _constrain(
     log_probs: Tensor, step: int, history: Tensor, min_out: Tensor, max_out: Tensor, no_repeat: int
 ) -> Tensor:
-    """Mask what may not come next: PAD, BOS, repeated n-grams, EOS before ``min_out``, all
-    but EOS at ``max_out``.
+    """Set to -inf, in place, what may not come next: PAD, BOS, repeated n-grams, EOS before
+    ``min_out``, and all but EOS at ``max_out``. Full ``(rows, vocab)`` masks only where needed:
+    this runs every step.
 
     Args:
-        log_probs: ``(rows, vocab)``; history: ``(rows, step)``; min_out, max_out: ``(rows,)``.
+        log_probs: ``(rows, vocab)``, this step's fresh output; history: ``(rows, step)``;
+        min_out, max_out: ``(rows,)``.
     """
-    vocab = log_probs.size(1)
-    words = torch.arange(vocab, device=log_probs.device)  # (vocab,)
-    banned = (words == PAD_ID) | (words == BOS_ID)
-    banned = banned | repeated_ngrams(history, no_repeat, vocab)  # (rows, vocab)
-    banned = banned | ((words == EOS_ID) & (step < min_out).unsqueeze(1))
-    banned = banned | ((words != EOS_ID) & (step >= max_out).unsqueeze(1))
-    return log_probs.masked_fill(banned, float("-inf"))
+    log_probs[:, [PAD_ID, BOS_ID]] = float("-inf")
+    if no_repeat:
+        log_probs.masked_fill_(repeated_ngrams(history, no_repeat, log_probs.size(1)), float("-inf"))
+    log_probs[:, EOS_ID].masked_fill_(step < min_out, float("-inf"))
+    at_limit = (step >= max_out).nonzero().squeeze(1)  # (ending,) rows that must end now
+    if at_limit.numel():
+        eos = log_probs[at_limit, EOS_ID]
+        log_probs[at_limit] = float("-inf")
+        log_probs[at_limit, EOS_ID] = eos
+    return log_probs
 
 
 def _collect(
