@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -17,6 +17,16 @@ from nmt.model import Seq2Seq
 def seeded() -> None:
     """Fixed random inputs, so a failure reproduces (use with ``pytest.mark.usefixtures``)."""
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run on one intra-op thread: tiny tensors gain nothing from more, and on a loaded 2-core
+    machine OpenMP threads waiting on each other made a small training loop ten times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from nmt.attention import ALIGNMENTS, SCORERS, Attention, LocalAlignment
 from nmt.config import AttentionConfig, ConfigError
 
-pytestmark = pytest.mark.usefixtures("seeded")
+pytestmark = pytest.mark.usefixtures("seeded", "one_thread")
 
 COMBOS = list(itertools.product(SCORERS, ALIGNMENTS))  # a newly registered scorer or mode is tested too
 COMBO_IDS = [f"{score}-{align}" for score, align in COMBOS]

@@ -13,7 +13,7 @@ from nmt.attention import ALIGNMENTS, SCORERS
 from nmt.config import ConfigError
 from nmt.encoder import reverse_padded
 
-pytestmark = pytest.mark.usefixtures("seeded")
+pytestmark = pytest.mark.usefixtures("seeded", "one_thread")
 
 COMBOS = list(itertools.product(SCORERS, ALIGNMENTS))  # a newly registered scorer or mode is tested too
 COMBO_IDS = [f"{score}-{align}" for score, align in COMBOS]
