@@ -212,15 +212,6 @@ def test_gradcheck(score, align, make_attention):
     assert torch.autograd.gradcheck(function, [x.requires_grad_(True) for x in inputs])
 
 
-def test_local_p_centre_receives_gradient(make_attention):
-    attention = make_attention("general", "local-p")
-    values, lengths = source([7, 4])
-    context, _ = attend(attention, torch.randn(2, 5, 6, dtype=torch.float64), values, lengths)
-    context.square().sum().backward()
-    for param in (attention.align.W_p.weight, attention.align.v_p.weight):
-        assert param.grad.abs().sum() > 0
-
-
 @pytest.mark.parametrize("align", LOCAL)
 def test_local_window_must_be_positive(align):
     with pytest.raises(ConfigError, match="window"):
