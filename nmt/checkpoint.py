@@ -127,8 +127,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def _check_body(path: Path, file: IO[bytes]) -> None:
     """Compare the file with its header: magic, then length (truncation), then checksum."""
     header = file.read(_HEADER.size)
-    if len(header) < _HEADER.size or not header.startswith(MAGIC):
+    if not header or not header.startswith(MAGIC[: len(header)]):
         raise NMTError(f"{path}: not an nmt checkpoint (no {MAGIC.decode()} header); pass a file written by nmt-train")
+    if len(header) < _HEADER.size:
+        raise NMTError(f"{path}: truncated checkpoint: only {len(header)} bytes, less than its header")
     _, length, digest = _HEADER.unpack(header)
     size = os.fstat(file.fileno()).st_size - _HEADER.size
     if size < length:

@@ -62,9 +62,10 @@ def test_truncated_checkpoint_is_reported_as_truncated(tmp_path: Path) -> None:
     path = tmp_path / "a.pt"
     save_checkpoint(path, _payload())
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(NMTError, match=r"a\.pt: truncated checkpoint"):
-        load_checkpoint(path)
+    for size in (len(data) - 1, len(data) // 2, 20):
+        path.write_bytes(data[:size])
+        with pytest.raises(NMTError, match=r"a\.pt: truncated checkpoint"):
+            load_checkpoint(path)
 
 
 def test_flipped_byte_is_reported_as_corrupt(tmp_path: Path) -> None:
