@@ -42,7 +42,16 @@ from nmt.checkpoint import load_model
 from nmt.cli.common import add_common_args, run
 from nmt.config import DecodeConfig
 from nmt.errors import NMTError
-from nmt.search import Decodable, Ensemble, Hypothesis, check_config, decode, replace_unknowns, source_words
+from nmt.search import (
+    LENGTH_PENALTIES,
+    Decodable,
+    Ensemble,
+    Hypothesis,
+    check_config,
+    decode,
+    replace_unknowns,
+    source_words,
+)
 from nmt.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -80,7 +89,7 @@ def add_decode_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--beam", type=int, help="beam size; 1 is greedy search")
-    parser.add_argument("--length-penalty", choices=["none", "average", "gnmt"], help="length normalisation")
+    parser.add_argument("--length-penalty", choices=list(LENGTH_PENALTIES), help="length normalisation")
     parser.add_argument("--alpha", type=float, help="the GNMT length penalty's exponent")
     parser.add_argument("--min-len-ratio", type=float, help="at least this many output tokens per source token")
     parser.add_argument("--max-len-ratio", type=float, help="at most this many output tokens per source token")
@@ -90,8 +99,7 @@ def add_decode_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--max-input-len", type=int, metavar="N", help="translate longer lines from N tokens")
     parser.add_argument(
         "--replace-unk",
-        action="store_true",
-        default=None,
+        action=argparse.BooleanOptionalAction,
         help="replace each <unk> by the most attended source word (or its --dict translation)",
     )
     parser.add_argument("--dict", metavar="F", help="source<TAB>target word translations for --replace-unk")
@@ -104,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nmt-translate",
         description=__doc__.split("\n\n")[0],
-        epilog="With --n-best K each input line gives K lines 'index ||| hypothesis ||| score' (0-based index).",
+        epilog="Search options left out keep the checkpoint's decode settings. With --n-best K each input line "
+        "gives K lines 'index ||| hypothesis ||| score' (0-based index, best first).",
     )
     add_decode_args(parser, required=True)
     parser.add_argument("--input", metavar="F", help="source text, one sentence per line (default: stdin)")
