@@ -12,7 +12,7 @@ import torch
 from nmt.checkpoint import save_checkpoint
 from nmt.cli import evaluate as evaluate_cli
 from nmt.cli import translate as translate_cli
-from nmt.config import Config, DataConfig, DecodeConfig, ModelConfig, to_dict
+from nmt.config import AttentionConfig, Config, DataConfig, DecodeConfig, ModelConfig, to_dict
 from nmt.model import Seq2Seq
 from nmt.tokenizer import SPECIALS, UNK_ID, SentencePieceTokenizer, Tokenizer, WordTokenizer
 
@@ -20,10 +20,13 @@ WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "in", "park"]
 TEXT = ["the cat sat on the mat", "a dog ran in the park", "the dog sat", "a cat ran on a mat in the park"]
 
 
-def make_checkpoint(path: Path, tokenizer: Tokenizer, *, seed: int = 0, unk_bias: float = 0.0) -> Path:
+def make_checkpoint(
+    path: Path, tokenizer: Tokenizer, *, seed: int = 0, unk_bias: float = 0.0, attention: AttentionConfig | None = None
+) -> Path:
     """A random 1-layer model; ``unk_bias`` added to the <unk> logit makes it say <unk> a lot."""
+    attention = attention or AttentionConfig()
     config = Config(
-        model=ModelConfig(embed=8, hidden=8, layers=1, dropout=0.0, reverse_source=True),
+        model=ModelConfig(embed=8, hidden=8, layers=1, dropout=0.0, reverse_source=True, attention=attention),
         decode=DecodeConfig(beam=2, max_len=8, max_len_ratio=2.0, batch_tokens=12),
     )
     torch.manual_seed(seed)
@@ -94,6 +97,14 @@ def test_long_line_is_translated_from_its_prefix(copier, capsys, monkeypatch) ->
     assert status == 0 and "input line 1 has 25 tokens; translating its first 20" in err
     assert out == translate(argv, " ".join(words[:20]).encode(), capsys, monkeypatch)[1]
     assert set(out.split()) <= set(WORDS)
+
+
+def test_location_scorer_limits_the_input(tmp_path, word_tokenizer, capsys, monkeypatch) -> None:
+    location = AttentionConfig(score="location", max_src_len=6)
+    path = str(make_checkpoint(tmp_path / "loc.pt", word_tokenizer, attention=location))
+    status, out, err = translate(["--checkpoint", path], " ".join(WORDS).encode(), capsys, monkeypatch)
+    assert status == 0 and len(out.splitlines()) == 1
+    assert "input line 1 has 10 tokens; translating its first 5" in err  # 5 words + EOS = 6 positions
 
 
 def test_read_lines(tmp_path) -> None:

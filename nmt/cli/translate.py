@@ -190,7 +190,10 @@ def translate_lines(lines: Sequence[str], translator: Translator, *, quiet: bool
     ``batch_tokens`` padded source tokens; a progress bar on stderr counts sentences.
     """
     config = translator.config
-    sources = [_source_ids(number, line, translator) for number, line in enumerate(lines, start=1)]
+    limit = config.max_input_len
+    if getattr(translator.model, "max_src_len", None) is not None:
+        limit = min(limit, translator.model.max_src_len - 1)  # the EOS takes a position too
+    sources = [_source_ids(number, line, translator.src_tokenizer, limit) for number, line in enumerate(lines, 1)]
     order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: -len(sources[i]))
     results = [[Output("", 0.0)] * config.n_best] * len(lines)
     with tqdm(total=len(order), unit="sent", file=sys.stderr, disable=quiet or None, leave=False) as bar:
@@ -205,20 +208,13 @@ def translate_lines(lines: Sequence[str], translator: Translator, *, quiet: bool
     return results
 
 
-def _source_ids(number: int, line: str, translator: Translator) -> list[int]:
-    """The model's input for ``line``: its ids, cut to the input limit, plus EOS; [] for a blank line."""
-    if not line.strip():
-        return []
-    ids = translator.src_tokenizer.encode(line)
-    if not ids:
-        return []
-    limit = translator.config.max_input_len
-    if getattr(translator.model, "max_src_len", None) is not None:
-        limit = min(limit, translator.model.max_src_len - 1)  # the EOS takes a position too
+def _source_ids(number: int, line: str, tokenizer: Tokenizer, limit: int) -> list[int]:
+    """The model's input for ``line``: its ids, cut to ``limit`` tokens, plus EOS; [] for a blank line."""
+    ids = tokenizer.encode(line) if line.strip() else []
     if len(ids) > limit:
         log.warning("input line %d has %d tokens; translating its first %d", number, len(ids), limit)
         ids = ids[:limit]
-    return [*ids, EOS_ID]
+    return [*ids, EOS_ID] if ids else []
 
 
 def _batches(order: list[int], sources: list[list[int]], batch_tokens: int) -> list[list[int]]:
