@@ -1,0 +1,190 @@
+"""nmt on the peer benchmark of ``../shared/bench`` (see its README and model.yaml).
+
+Three subcommands, each printing one JSON line on stdout:
+
+``train --steps N [--precision fp32|bf16]``
+    Trains the reference model (2x256 LSTMs, general global attention, input feeding,
+    dropout 0.2, Adam 1e-3, 64 sentences per batch, clip 5) on the harness's pre-encoded
+    Multi30k pieces with nmt's own :class:`nmt.train.Trainer`. Each update is timed with
+    the harness's ``timing_hooks.StepLog`` (``WORK/steplog.json``), so ``bench.py
+    train-summary`` computes tokens/s exactly as it does for the peers.
+``decode --beam K``
+    Decodes ``PREP/test.en`` with the trained model: length-sorted batches of 32
+    sentences, at most 100 pieces, no length penalty. Times the decode loop (reading,
+    batching, search, writing) into ``WORK/decode.beamK.json`` and writes the pieces to
+    ``WORK/hyp.beamK.sp`` for ``bench.py score``.
+``attention [--src-len 400]``
+    Attention time per decoder step for every alignment mode at one source length (the
+    issue's goal: local-p at most half of global's at 400 positions).
+
+``scripts/peer_nmt.sh`` calls the first two the way ``run_all.sh`` expects of a toolkit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch.nn.utils.rnn import pad_sequence
+
+from nmt.attention import ALIGNMENTS, Attention
+from nmt.checkpoint import load_model
+from nmt.config import AttentionConfig, Config, DataConfig, DecodeConfig, ModelConfig, TrainConfig
+from nmt.search import decode
+from nmt.tokenizer import EOS_ID, PAD_ID
+from nmt.train import Trainer
+
+
+def spec_config(spec: dict, prep: Path, work: Path, steps: int, precision: str) -> Config:
+    """The nmt config that matches ``model.yaml`` field by field."""
+    d, m, t = spec["data"], spec["model"], spec["train"]
+    return Config(
+        model=ModelConfig(
+            embed=m["emb_size"],
+            hidden=m["hidden_size"],
+            layers=m["enc_layers"],
+            dropout=m["dropout"],
+            bidirectional=m["bidirectional_encoder"],
+            reverse_source=d["reverse_source"],
+            input_feed=m["input_feed"],
+            init=0.1,
+            attention=AttentionConfig(score=m["attention_score"], align=m["attention"]),
+        ),
+        data=DataConfig(
+            src_lang=d["src_lang"],
+            tgt_lang=d["tgt_lang"],
+            train=str(prep / "train"),
+            dev=str(prep / "valid"),
+            test=str(prep / "test"),
+            tokenizer="word",  # the files hold SentencePiece pieces already: one "word" per piece
+            joint_vocab=True,
+            vocab_size=spec["subword"]["vocab_size"] - 3 + 4,  # the non-control pieces + our 4 specials
+            max_len=d["max_len"],
+            cache_dir=str(work / "cache"),
+        ),
+        train=TrainConfig(
+            save_dir=str(work / "run"),
+            device="cpu",
+            seed=t["seed"],
+            optimizer=t["optimizer"],
+            lr=t["learning_rate"],
+            schedule="constant",
+            batch_size=t["batch_size"],
+            clip_norm=t["max_grad_norm"],
+            max_steps=steps,
+            max_epochs=1000,
+            valid_every=steps + 1,  # no validation inside the timed steps
+            log_every=t["report_every"],
+            precision=precision,
+            threads=int(os.environ.get("BENCH_THREADS", t["threads"])),
+        ),
+    )
+
+
+def cmd_train(args: argparse.Namespace, spec: dict) -> dict:
+    from timing_hooks import StepLog, set_threads
+
+    set_threads()
+    step_log = StepLog(str(args.work / "steplog.json"))
+
+    class TimedTrainer(Trainer):
+        """Stamps each batch's start and token counts; the harness's optimizer hook stamps its end."""
+
+        def _batch(self, index: torch.Tensor):
+            batch = super()._batch(index)
+            step_log.batch_start(batch.n_tgt_tokens, batch.tgt_out.numel(), batch.n_src_tokens, batch.n_sentences)
+            return batch
+
+    trainer = TimedTrainer(config=spec_config(spec, args.prep, args.work, args.steps, args.precision))
+    modules = {name: sum(p.numel() for p in child.parameters()) for name, child in trainer.model.named_children()}
+    params = {"total": sum(p.numel() for p in trainer.model.parameters()), "by_module": modules}
+    (args.work / "params.json").write_text(json.dumps(params) + "\n")
+    result = trainer.fit()
+    step_log.dump()
+    return {"steps": result.step, "dev_ppl": result.dev_ppl, "checkpoint": str(result.checkpoint), "params": params}
+
+
+def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
+    from timing_hooks import cpu_snapshot, other_load, set_threads
+
+    set_threads()
+    loaded = load_model(args.work / "run" / "last.pt")
+    d = spec["decode"]
+    config = DecodeConfig(beam=args.beam, n_best=1, length_penalty="none", max_len_ratio=1e9, max_len=d["max_len"])
+    src_path = args.prep / f"test.{spec['data']['src_lang']}"
+    snap = cpu_snapshot()
+    start = time.perf_counter()
+    lines = src_path.read_text(encoding="utf-8").splitlines()
+    sources = [[*loaded.src_tokenizer.encode(line), EOS_ID] for line in lines]
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    outputs = [""] * len(lines)
+    with torch.inference_mode():
+        for first in range(0, len(order), d["batch_size"]):
+            rows = order[first : first + d["batch_size"]]
+            src = pad_sequence([torch.tensor(sources[i]) for i in rows], batch_first=True, padding_value=PAD_ID)
+            lengths = torch.tensor([len(sources[i]) for i in rows])
+            for i, hyps in zip(rows, decode(loaded.model, src, lengths, config=config), strict=True):
+                outputs[i] = loaded.tgt_tokenizer.decode(hyps[0].tokens)
+    (args.work / f"hyp.beam{args.beam}.sp").write_text("\n".join(outputs) + "\n", encoding="utf-8")
+    decode_s = time.perf_counter() - start
+    result = {"decode_s": decode_s, "n_sents": len(lines), "beam": args.beam}
+    result["other_load_cores"] = other_load(snap, cpu_snapshot())
+    (args.work / f"decode.beam{args.beam}.json").write_text(json.dumps(result) + "\n")
+    return result
+
+
+def cmd_attention(args: argparse.Namespace, spec: dict) -> dict:
+    """Mean time of one decoder step's attention (batch 32, general scorer, D=10) per alignment mode."""
+    torch.manual_seed(0)
+    hidden, batch = spec["model"]["hidden_size"], spec["decode"]["batch_size"]
+    values = torch.randn(batch, args.src_len, hidden)
+    lengths = torch.full((batch,), args.src_len)
+    query = torch.randn(batch, 1, hidden)
+    micros = {}
+    for align in ALIGNMENTS:
+        attention = Attention(hidden=hidden, config=AttentionConfig(score="general", align=align, window=10))
+        with torch.inference_mode():
+            memory = attention.prepare(values, lengths)
+            for _ in range(20):
+                attention(query, memory, args.src_len // 2)
+            start = time.perf_counter()
+            for _ in range(args.repeats):
+                attention(query, memory, args.src_len // 2)
+        micros[align] = round((time.perf_counter() - start) / args.repeats * 1e6, 1)
+    ratios = {align: round(us / micros["global"], 3) for align, us in micros.items()}
+    return {"src_len": args.src_len, "batch": batch, "us_per_step": micros, "ratio_to_global": ratios}
+
+
+COMMANDS = {"train": cmd_train, "decode": cmd_decode, "attention": cmd_attention}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("--bench-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "bench")
+    parser.add_argument("--prep", type=Path, help="the harness's prepared data (bench.py prep)")
+    parser.add_argument("--work", type=Path, help="this toolkit's work directory")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--src-len", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=200)
+    args = parser.parse_args(argv)
+    if args.command != "attention" and (args.prep is None or args.work is None):
+        parser.error(f"{args.command} needs --prep and --work")
+    sys.path.insert(0, str(args.bench_dir))
+    spec = yaml.safe_load((args.bench_dir / "model.yaml").read_text())
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+    print(json.dumps(COMMANDS[args.command](args, spec)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
