@@ -1,0 +1,255 @@
+"""Every shipped config loads and builds; the paper and Multi30k families say what their names say;
+scripts/compare.py's table and scripts/prepare_wmt14.py's layout and idempotence."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+
+from nmt.attention import ALIGNMENTS, SCORERS
+from nmt.config import load_config, to_dict
+from nmt.data import read_split
+from nmt.model import Seq2Seq
+from nmt.tokenizer import EOS_ID
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+LUONG = sorted((ROOT / "configs" / "luong2015").glob("*.yaml"))
+MULTI30K = sorted((ROOT / "configs" / "multi30k").glob("*.yaml"))
+TINY = ("model.hidden=8", "model.embed=8", "model.layers=1", "model.attention.max_src_len=12")
+
+# The paper's settings (Luong et al. 2015, §4.1), with dropout 0.2 and its 12-epoch schedule.
+PAPER = {
+    "model.embed": 1000,
+    "model.hidden": 1000,
+    "model.layers": 4,
+    "model.dropout": 0.2,
+    "model.reverse_source": True,
+    "model.bidirectional": False,
+    "model.init": 0.1,
+    "data.tokenizer": "word",
+    "data.joint_vocab": False,
+    "data.vocab_size": 50000,
+    "data.max_len": 50,
+    "data.hf_dataset": "parquet:data/wmt14/{split}.parquet",
+    "train.optimizer": "sgd",
+    "train.lr": 1.0,
+    "train.schedule": "halving",
+    "train.max_epochs": 12,
+    "train.halve_after_epoch": 8,
+    "train.batch_size": 128,
+    "train.max_tokens": None,
+    "train.accum_steps": 1,
+    "train.clip_norm": 5.0,
+}
+# What the files of one family may differ in: what their names say, and where they save.
+NAMED_BY_FILE = {"model.attention.score", "model.attention.align", "model.input_feed", "train.save_dir"}
+
+
+def flat(config: Any) -> dict[str, Any]:
+    """The config as ``{"a.b": value}``."""
+    out: dict[str, Any] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+
+    walk(to_dict(config), "")
+    return out
+
+
+def differing(a: dict[str, Any], b: dict[str, Any]) -> set[str]:
+    return {key for key in a if a[key] != b[key]}
+
+
+def script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_every_config_loads_and_its_model_runs_at_a_tiny_size(path):
+    config = load_config(path, TINY)
+    model = Seq2Seq(config=config.model, src_vocab=11, tgt_vocab=13).eval()
+    src = torch.tensor([[5, 6, 7, 8, EOS_ID], [9, 10, EOS_ID, 0, 0]])
+    tgt_in = torch.tensor([[2, 4, 5, 6], [2, 7, 0, 0]])
+    with torch.no_grad():
+        logits, attention = model(src, torch.tensor([5, 3]), tgt_in)
+    assert logits.shape == (2, 4, 13)
+    assert attention.shape == (2, 4, 5)
+    assert torch.isfinite(logits).all()
+    assert (attention[1, :, 3:] == 0).all()  # no weight on padding
+
+
+def test_the_families_are_there():
+    assert len(LUONG) == 10
+    assert len(MULTI30K) == len(SCORERS) * len(ALIGNMENTS) + 1
+
+
+@pytest.mark.parametrize("path", LUONG, ids=lambda p: p.stem)
+def test_luong2015_configs_hold_the_papers_settings(path):
+    values = flat(load_config(path))
+    assert {key: values[key] for key in PAPER} == PAPER
+    assert values["train.save_dir"] == f"runs/luong2015/{path.stem}"
+
+
+def test_luong2015_configs_differ_only_in_what_their_names_say():
+    base = flat(load_config(ROOT / "configs/luong2015/local_p_general.yaml"))
+    for path in LUONG:
+        values = flat(load_config(path))
+        allowed = (
+            NAMED_BY_FILE
+            | {"decode.replace_unk"}
+            | ({"model.attention.max_src_len"} if "location" in path.stem else set())
+        )
+        assert differing(values, base) <= allowed, path.name
+        assert values["model.input_feed"] == ("nofeed" not in path.stem)
+        assert values["decode.replace_unk"] == path.stem.endswith("_unk")
+
+
+def test_luong2015_unk_replacement_row_is_the_same_model_decoded_differently():
+    model = flat(load_config(ROOT / "configs/luong2015/local_p_general.yaml"))
+    unk = flat(load_config(ROOT / "configs/luong2015/local_p_general_unk.yaml"))
+    assert differing(unk, model) == {"decode.replace_unk", "train.save_dir"}
+
+
+def test_multi30k_covers_every_scorer_and_mode_and_input_feeding_off():
+    cells = {}
+    for path in MULTI30K:
+        attention = load_config(path).model
+        cells[(attention.attention.score, attention.attention.align, attention.input_feed)] = path.stem
+    with_feed = {(score, align, True) for score, align in itertools.product(SCORERS, ALIGNMENTS)}
+    assert set(cells) == with_feed | {("general", "global", False)}
+    for (score, align, feed), stem in cells.items():
+        assert stem == f"{align.replace('-', '_')}_{score}" + ("" if feed else "_nofeed")
+
+
+def test_multi30k_configs_differ_only_in_what_their_names_say():
+    base = flat(load_config(ROOT / "configs/multi30k/global_general.yaml"))
+    assert (base["model.hidden"], base["model.layers"], base["data.vocab_size"], base["train.batch_size"]) == (
+        256,
+        2,
+        8000,
+        64,
+    )
+    assert (base["train.optimizer"], base["train.lr"], base["data.joint_vocab"]) == ("adam", 0.001, True)
+    for path in MULTI30K:
+        values = flat(load_config(path))
+        assert differing(values, base) <= NAMED_BY_FILE, path.name
+        assert values["train.save_dir"] == f"runs/multi30k/{path.stem}"
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared/data/multi30k").is_dir(), reason="../shared/data/multi30k is absent")
+@pytest.mark.parametrize("split", ["train", "dev", "test"])
+def test_multi30k_configs_point_at_the_corpus(split):
+    data = load_config(MULTI30K[0]).data
+    prefix = getattr(data, split)
+    for lang in ("en", "de"):
+        assert (ROOT / f"{prefix}.{lang}").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/compare.py
+
+
+def test_compare_writes_a_markdown_table():
+    compare = script("compare")
+    result = {
+        "name": "global_dot",
+        "attention": "global, dot",
+        "input_feed": "yes",
+        "steps": 2000,
+        "dev_ppl": 12.3456,
+        "bleu": 30.125,
+        "chrf": 55.0,
+        "sent_per_s": 41.26,
+        "bleu_signature": "nrefs:1|tok:13a",
+        "chrf_signature": "nrefs:1|nc:6",
+    }
+    unvalidated = result | {"name": "local_m_dot", "attention": "local-m, dot", "dev_ppl": None}
+    budget = {"max_steps": 2000, "overrides": ["train.threads=1"], "beam": 5, "threads": 1}
+    table = compare.markdown_table([result, unvalidated], budget)
+    assert table.splitlines() == [
+        "| config | attention | input feed | steps | dev ppl | BLEU | chrF | decode sent/s |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| global_dot | global, dot | yes | 2000 | 12.35 | 30.12 | 55.00 | 41.3 |",
+        "| local_m_dot | local-m, dot | yes | 2000 | n/a | 30.12 | 55.00 | 41.3 |",
+        "",
+        "Budget: train.max_steps=2000 with train.threads=1; test translated with beam 5; 1 CPU thread(s) per config.",
+        "BLEU signature: `nrefs:1|tok:13a`",
+        "chrF signature: `nrefs:1|nc:6`",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/prepare_wmt14.py
+
+
+def write_pair(prefix: Path, en: list[str], de: list[str]) -> None:
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    for lang, lines in (("en", en), ("de", de)):
+        Path(f"{prefix}.{lang}").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
+@pytest.fixture
+def corpora(tmp_path):
+    """A tiny train pair and newstest-named dev/test pairs, as prepare_wmt14.py finds them locally."""
+    write_pair(tmp_path / "in/train", ["Hello, world.", "Good night!"], ["Hallo, Welt.", "Gute Nacht!"])
+    write_pair(tmp_path / "news/newstest2013", ["It works."], ["Es geht."])
+    write_pair(tmp_path / "news/newstest2014-filtered", ["Yes, really."], ["Ja, wirklich."])
+    return tmp_path
+
+
+def prepare(corpora: Path, *extra: str) -> int:
+    args = ["--out", str(corpora / "wmt14"), "--newstest-dir", str(corpora / "news"), "--offline", "--quiet", *extra]
+    return script("prepare_wmt14").main(args)
+
+
+def test_prepare_writes_what_the_luong2015_configs_read(corpora, capsys):
+    assert prepare(corpora, "--train", str(corpora / "in/train")) == 0
+    pattern = f"data.hf_dataset=parquet:{corpora}/wmt14/{{split}}.parquet"
+    config = load_config(LUONG[0], [pattern, f"data.cache_dir={corpora}/cache"])
+    train = read_split(config.data, "train", hf_cache_dir=config.data.cache_dir)
+    assert (train.src, train.tgt) == (["Hello , world .", "Good night !"], ["Hallo , Welt .", "Gute Nacht !"])
+    test = read_split(config.data, "test", hf_cache_dir=config.data.cache_dir)
+    assert (test.src, test.tgt) == (["Yes , really ."], ["Ja , wirklich ."])
+    assert (corpora / "wmt14/test.de").read_text(encoding="utf-8") == "Ja , wirklich .\n"
+    assert (corpora / "wmt14/test.raw.de").read_text(encoding="utf-8") == "Ja, wirklich.\n"
+    assert (corpora / "wmt14/validation.en").read_text(encoding="utf-8") == "It works .\n"
+    assert capsys.readouterr().out.count("wrote") == 3
+
+
+def test_prepare_a_second_time_is_up_to_date_and_notices_a_changed_source(corpora, capsys):
+    assert prepare(corpora, "--train", str(corpora / "in/train")) == 0
+    written = {path: path.stat().st_mtime_ns for path in (corpora / "wmt14").iterdir()}
+    capsys.readouterr()
+    assert prepare(corpora, "--train", str(corpora / "in/train")) == 0
+    assert capsys.readouterr().out.count("up to date") == 3
+    assert {path: path.stat().st_mtime_ns for path in (corpora / "wmt14").iterdir()} == written
+
+    write_pair(corpora / "news/newstest2013", ["It works again."], ["Es geht wieder."])
+    assert prepare(corpora, "--train", str(corpora / "in/train")) == 0
+    out = capsys.readouterr().out
+    assert "validation: wrote 1 pairs" in out and out.count("up to date") == 2
+    assert (corpora / "wmt14/validation.de").read_text(encoding="utf-8") == "Es geht wieder .\n"
+
+
+def test_prepare_without_training_data_ends_with_one_message(corpora, capsys):
+    assert prepare(corpora) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prepare_wmt14: error: no train data: --offline and no --train.")
+    assert "\n" not in err and "Traceback" not in err
+    assert (corpora / "wmt14/test.parquet").is_file() and not (corpora / "wmt14/train.parquet").exists()
