@@ -121,7 +121,7 @@ def _prepare(args: argparse.Namespace) -> int:
         try:
             text = source.read()
         except NMTError as err:
-            missing[split] = f"no {split} data: cannot load {source.description} ({err.__cause__ or err})"
+            missing[split] = f"no {split} data: cannot load {source.description} ({err})"
             continue
         manifest[split] = _write_split(out, split, text, tokenize, source, args.tokenize)
         _write_json(out / "manifest.json", manifest)
@@ -157,12 +157,16 @@ def _source(split: str, args: argparse.Namespace) -> Source | None:
 
 def _read_hub(hub: DataConfig, split: str, cache_dir: str | None) -> ParallelText:
     """``split`` from the hub, after a quick check that the hub answers at all (instead of a minute of retries)."""
-    host = urllib.parse.urlparse(huggingface_hub.constants.ENDPOINT).hostname or "huggingface.co"
+    endpoint = urllib.parse.urlparse(huggingface_hub.constants.ENDPOINT)
+    address = (endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443))
     try:
-        socket.create_connection((host, 443), timeout=10).close()
+        socket.create_connection(address, timeout=10).close()
     except OSError as err:
-        raise NMTError(f"the hub is unreachable: cannot connect to {host}:443 ({err.strerror or err})") from None
-    return read_hf(hub, split, cache_dir=cache_dir)
+        raise NMTError(f"the hub is unreachable: cannot connect to {address[0]}:{address[1]} ({err})") from None
+    try:
+        return read_hf(hub, split, cache_dir=cache_dir)
+    except NMTError as err:  # its advice is about configs; the cause is what matters here
+        raise NMTError(str(err.__cause__ or err)) from err
 
 
 def _files_hash(files: Sequence[Path]) -> str:
