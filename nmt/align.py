@@ -5,10 +5,18 @@ Pharaoh files hold one sentence pair per line, links separated by spaces: ``i-j`
 sure link, ``i?j`` (or ``ipj``) a possible one.
 
 The model attends over subword *pieces* plus EOS. To compare with word-level gold
-alignments the piece attention is merged into words: a source word's weight is the
-**sum** over its pieces (the attention mass that lands anywhere on the word), and a
-target word's row is the **mean** over its pieces (each piece's row is a distribution,
-so their mean is one too). The EOS row and column are dropped first: EOS is no word.
+alignments the piece attention is merged into words, after dropping the EOS row and
+column (EOS is no word):
+
+- a source word's weight is the **sum** over its pieces: the attention mass that lands
+  anywhere on the word;
+- a target word's row is, by default, the row of its **first** piece (``TARGET_MERGES``;
+  ``mean`` averages the rows of all its pieces instead). The decoder picks the source word
+  to translate when it starts a target word; the later pieces of a word follow from the
+  target side and their attention often rests on some uninformative position. On the
+  quickstart model (global attention) the first-piece rule gave a dev-set AER of 0.35
+  where the mean gave 0.64.
+
 A hard alignment then links every target word to the source word of highest weight,
 the paper's one-to-one extraction.
 """
@@ -17,7 +25,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -167,14 +175,30 @@ def word_ids(pieces: Sequence[str], *, marker: str | None = WORD_MARKER) -> list
     return ids
 
 
-def merge_pieces(weights: Tensor, src_words: Sequence[int], tgt_words: Sequence[int]) -> Tensor:
+def _first_piece(pieces: Tensor) -> Tensor:
+    """Keep each word's first piece: ``(tgt_pieces, tgt_words)`` one-hot to row selectors."""
+    return pieces * (pieces.cumsum(0) == 1)
+
+
+def _mean_of_pieces(pieces: Tensor) -> Tensor:
+    """Average each word's pieces: ``(tgt_pieces, tgt_words)`` one-hot to column-normalised weights."""
+    return pieces / pieces.sum(0).clamp(min=1)
+
+
+TARGET_MERGES: dict[str, Callable[[Tensor], Tensor]] = {"first": _first_piece, "mean": _mean_of_pieces}
+"""How a target word's attention row comes from its pieces' rows (see the module docstring)."""
+
+
+def merge_pieces(
+    weights: Tensor, src_words: Sequence[int], tgt_words: Sequence[int], *, target: str = "first"
+) -> Tensor:
     """Piece attention ``(tgt_pieces, src_pieces)`` to word attention ``(tgt_words, src_words)``.
 
-    Sums over a source word's pieces and averages over a target word's pieces.
+    Sums over a source word's pieces; a target word's row is chosen by ``target``, a name
+    in :data:`TARGET_MERGES`.
     """
     src = _one_hot(src_words, weights.dtype)  # (src_pieces, src_words)
-    tgt = _one_hot(tgt_words, weights.dtype)  # (tgt_pieces, tgt_words)
-    tgt = tgt / tgt.sum(0).clamp(min=1)  # columns average the pieces of a word
+    tgt = choose(TARGET_MERGES, target, "target merge")(_one_hot(tgt_words, weights.dtype))  # (tgt_pieces, tgt_words)
     return tgt.T @ weights @ src
 
 
@@ -185,9 +209,14 @@ def _one_hot(ids: Sequence[int], dtype: torch.dtype) -> Tensor:
     return out
 
 
-def word_attention(sentence: SentenceAttention) -> Tensor:
+def word_attention(sentence: SentenceAttention, *, target: str = "first") -> Tensor:
     """The sentence's word attention ``(tgt_words, src_words)``, EOS row and column dropped."""
-    return merge_pieces(sentence.weights[:-1, :-1], sentence.src_words, sentence.tgt_words)
+    return merge_pieces(sentence.weights[:-1, :-1], sentence.src_words, sentence.tgt_words, target=target)
+
+
+def sentence_links(sentence: SentenceAttention, *, target: str = "first") -> set[Link]:
+    """The hard word alignment of one sentence pair (see :func:`hard_links`)."""
+    return hard_links(word_attention(sentence, target=target))
 
 
 def hard_links(word_weights: Tensor) -> set[Link]:
@@ -342,8 +371,12 @@ def plot_heatmap(sentence: SentenceAttention, path: str | Path, *, title: str | 
     fig.savefig(path, dpi=100)
 
 
-def write_heatmaps(out_dir: str | Path, sentences: Iterable[SentenceAttention], *, fmt: str = "png") -> Path:
+def write_heatmaps(
+    out_dir: str | Path, sentences: Iterable[SentenceAttention], *, fmt: str = "png", target: str = "first"
+) -> Path:
     """One heatmap per sentence pair (``00001.png``, ...) and an ``index.html`` showing them all.
+
+    The index also lists each pair's hard alignment (target pieces merged by ``target``).
 
     Returns:
         the path of ``index.html``.
@@ -356,7 +389,7 @@ def write_heatmaps(out_dir: str | Path, sentences: Iterable[SentenceAttention], 
     for number, sentence in enumerate(sentences, start=1):
         name = f"{number:05d}.{fmt}"
         plot_heatmap(sentence, out / name, title=f"sentence {number}")
-        links = format_links(hard_links(word_attention(sentence)))
+        links = format_links(sentence_links(sentence, target=target))
         sections.append(
             f'<section id="s{number}"><h2>sentence {number}</h2>\n'
             f"<p>source: {html.escape(sentence.src_text)}</p>\n"

@@ -21,6 +21,7 @@ from nmt.align import (
     parse_links,
     plot_heatmap,
     read_alignments,
+    sentence_links,
     translated_attention,
     word_attention,
     word_ids,
@@ -141,13 +142,17 @@ def test_word_ids():
 
 
 def hand_made_sentence() -> SentenceAttention:
-    """Source "Das Häuschen" (▁Das ▁Haus chen), target "the little house" (▁the ▁little ▁hou se)."""
+    """Source "Das Häuschen" (▁Das ▁Haus chen), target "the little house" (▁the ▁little ▁hou se).
+
+    As trained models often do, the word-final piece "se" rests its attention on an
+    uninformative position (▁Das).
+    """
     weights = torch.tensor(
         [  # ▁Das ▁Haus chen </s>
             [0.6, 0.2, 0.1, 0.1],  # ▁the
             [0.1, 0.3, 0.5, 0.1],  # ▁little
-            [0.2, 0.4, 0.3, 0.1],  # ▁hou
-            [0.0, 0.3, 0.4, 0.3],  # se
+            [0.1, 0.5, 0.3, 0.1],  # ▁hou
+            [0.8, 0.0, 0.0, 0.2],  # se
             [0.1, 0.0, 0.0, 0.9],  # </s>
         ]
     )
@@ -162,30 +167,46 @@ def hand_made_sentence() -> SentenceAttention:
     )
 
 
-def test_merge_pieces_sums_source_and_averages_target_pieces():
+def test_merge_pieces_sums_source_pieces_and_takes_the_first_target_piece():
     # the:    Das 0.6, Häuschen 0.2 + 0.1 = 0.3
     # little: Das 0.1, Häuschen 0.3 + 0.5 = 0.8
-    # house:  mean of hou (0.2, 0.7) and se (0.0, 0.7) = (0.1, 0.7)
+    # house:  its first piece ▁hou: Das 0.1, Häuschen 0.5 + 0.3 = 0.8
     sentence = hand_made_sentence()
-    expected = torch.tensor([[0.6, 0.3], [0.1, 0.8], [0.1, 0.7]])
+    expected = torch.tensor([[0.6, 0.3], [0.1, 0.8], [0.1, 0.8]])
     torch.testing.assert_close(word_attention(sentence), expected)
     torch.testing.assert_close(merge_pieces(sentence.weights[:-1, :-1], [0, 1, 1], [0, 1, 2, 2]), expected)
 
 
-def test_merge_pieces_keeps_row_mass():
-    # Summing over a source word's pieces loses no mass, so a word row sums to the mean row
-    # sum of its target pieces.
+def test_merge_pieces_mean_averages_target_pieces():
+    # house: the mean of ▁hou (0.1, 0.8) and se (0.8, 0.0) = (0.45, 0.4)
+    expected = torch.tensor([[0.6, 0.3], [0.1, 0.8], [0.45, 0.4]])
+    torch.testing.assert_close(word_attention(hand_made_sentence(), target="mean"), expected)
+    with pytest.raises(NMTError, match="target merge: unknown value 'last'"):
+        word_attention(hand_made_sentence(), target="last")
+
+
+@pytest.mark.parametrize(
+    ("target", "rows"),
+    [
+        ("first", lambda sums: [sums[0], sums[1], sums[4], sums[5]]),
+        ("mean", lambda sums: [sums[0], sums[1:4].mean(), sums[4], sums[5]]),
+    ],
+)
+def test_merge_pieces_keeps_row_mass(target, rows):
+    # Summing over a source word's pieces loses no mass, so a word's row sums to its first
+    # piece's row sum (first) or to the mean row sum of its pieces (mean).
     weights = torch.rand(6, 5)
-    merged = merge_pieces(weights, [0, 0, 1, 2, 2], [0, 1, 1, 1, 2, 3])
+    merged = merge_pieces(weights, [0, 0, 1, 2, 2], [0, 1, 1, 1, 2, 3], target=target)
     assert merged.shape == (4, 3)
-    sums = weights.sum(1)
-    torch.testing.assert_close(merged.sum(1), torch.stack([sums[0], sums[1:4].mean(), sums[4], sums[5]]))
+    torch.testing.assert_close(merged.sum(1), torch.stack(rows(weights.sum(1))))
 
 
 def test_hard_links_pick_the_strongest_source_word_and_ignore_eos():
-    # Without EOS: the -> Das, little -> Häuschen, house -> Häuschen. The EOS column (0.9 in
-    # the EOS row, 0.3 for "se") and the EOS row never produce a link.
-    assert hard_links(word_attention(hand_made_sentence())) == {(0, 0), (1, 1), (1, 2)}
+    # the -> Das, little -> Häuschen, house -> Häuschen (by ▁hou; by the mean it would be Das).
+    # The EOS column (0.9 in the EOS row) and the EOS row never produce a link.
+    sentence = hand_made_sentence()
+    assert sentence_links(sentence) == hard_links(word_attention(sentence)) == {(0, 0), (1, 1), (1, 2)}
+    assert sentence_links(sentence, target="mean") == {(0, 0), (1, 1), (0, 2)}
 
 
 def test_hard_links_ties_and_empty_source():
@@ -351,9 +372,11 @@ def align(corpus, out, *extra: str) -> list[str]:
     return ["--checkpoint", corpus["ckpt"], "--src", corpus["src"], "--out", str(out), "--quiet", *extra]
 
 
-def test_cli_force_decodes_writes_heatmaps_alignments_and_scores(corpus, tmp_path, capsys):
+@pytest.mark.parametrize("target", ["first", "mean"])
+def test_cli_force_decodes_writes_heatmaps_alignments_and_scores(corpus, tmp_path, capsys, target):
     out = tmp_path / "out"
-    assert align_cli.main(align(corpus, out, "--tgt", corpus["tgt"], "--gold", corpus["gold"], "--limit", "2")) == 0
+    extra = ["--tgt", corpus["tgt"], "--gold", corpus["gold"], "--limit", "2", "--target-merge", target]
+    assert align_cli.main(align(corpus, out, *extra)) == 0
     stdout = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [
         "00001.png",
@@ -365,7 +388,7 @@ def test_cli_force_decodes_writes_heatmaps_alignments_and_scores(corpus, tmp_pat
     # the hard links are those of the library on the checkpoint's model
     loaded = load_model(corpus["ckpt"])
     sentences = forced_attention(loaded.model, loaded.src_tokenizer, loaded.tgt_tokenizer, SOURCES[:2], REFERENCES[:2])
-    predicted = [hard_links(word_attention(s)) for s in sentences]
+    predicted = [sentence_links(s, target=target) for s in sentences]
     assert [g.sure for g in read_alignments(out / "alignments.txt")] == predicted
     # stdout is one JSON line, the same as scores.json, scoring the first two gold lines
     (line,) = stdout.splitlines()

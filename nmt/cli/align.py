@@ -13,14 +13,14 @@ from tqdm import tqdm
 
 from nmt.align import (
     FORMATS,
+    TARGET_MERGES,
     GoldAlignment,
     SentenceAttention,
     alignment_scores,
     forced_attention,
-    hard_links,
     read_alignments,
+    sentence_links,
     translated_attention,
-    word_attention,
     write_alignments,
     write_heatmaps,
 )
@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="gold word alignments, one line per pair (Pharaoh: i-j sure, i?j or ipj possible); needs --tgt",
     )
+    parser.add_argument(
+        "--target-merge",
+        choices=TARGET_MERGES,
+        default="first",
+        help="a target word's attention: its first piece's (default) or the mean of its pieces'",
+    )
     parser.add_argument("--gold-one-based", action="store_true", help="the gold file counts words from 1")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     add_common_args(parser)
@@ -114,8 +120,8 @@ def _align(args: argparse.Namespace) -> int:
         _check_gold(args.gold, gold, sentences, one_based=args.gold_one_based)
     out = Path(args.out)
     bar = tqdm(sentences, desc="heatmaps", unit="pair", file=sys.stderr, disable=args.quiet or None, leave=False)
-    index = write_heatmaps(out, bar, fmt=args.format)
-    predicted = [hard_links(word_attention(s)) for s in sentences]
+    index = write_heatmaps(out, bar, fmt=args.format, target=args.target_merge)
+    predicted = [sentence_links(s, target=args.target_merge) for s in sentences]
     write_alignments(out / "alignments.txt", predicted)
     log.info("wrote %d heatmaps, %s and %s", len(sentences), index, out / "alignments.txt")
     if gold is not None:
