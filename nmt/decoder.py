@@ -29,13 +29,18 @@ class DecoderState(NamedTuple):
     memory: Memory
     step: int
 
-    def index_select(self, index: Tensor) -> DecoderState:
-        """Keep, repeat or reorder batch rows (beam search); ``index`` is ``(new_batch,)``."""
+    def index_select(self, index: Tensor, *, memory: bool = True) -> DecoderState:
+        """Keep, repeat or reorder batch rows (beam search); ``index`` is ``(new_batch,)``.
+
+        ``memory=False`` leaves the memory rows as they are: right when every new row reads the
+        same source as the row it replaces (beams reordered within their sentences), and it
+        saves copying the encoder states at every step.
+        """
         return DecoderState(
             self.hidden.index_select(1, index),
             self.cell.index_select(1, index),
             self.feed.index_select(0, index),
-            self.memory.index_select(index),
+            self.memory.index_select(index) if memory else self.memory,
             self.step,
         )
 

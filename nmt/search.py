@@ -30,7 +30,7 @@ _EPS = 1e-9  # ratio · length is computed in floating point; 0.1 · 30 must giv
 class State(Protocol):
     """A decoder state whose batch rows can be kept, repeated and reordered."""
 
-    def index_select(self, index: Tensor) -> State: ...
+    def index_select(self, index: Tensor, *, memory: bool = True) -> State: ...
 
 
 class Decodable(Protocol):
@@ -216,7 +216,8 @@ def greedy_search(
         keep = (~ended).nonzero().squeeze(1)
         tokens = tokens[keep]
         history, attention = _extend(history, attention, keep, tokens, weights)
-        alive, scores, state = alive[keep], scores[keep], state.index_select(keep)
+        if keep.numel() < alive.numel():
+            alive, scores, state = alive[keep], scores[keep], state.index_select(keep)
         step += 1
     return finished
 
@@ -275,7 +276,8 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
         parents = rows.gather(1, pick)[keep].flatten()  # (rows',)
         tokens = words.gather(1, pick)[keep].flatten()
         history, attention = _extend(history, attention, parents, tokens, weights)
-        alive, scores, state = alive[keep], next_scores[keep], state.index_select(parents)
+        state = state.index_select(parents, memory=keep.numel() < sents)  # memory moves only when sentences end
+        alive, scores = alive[keep], next_scores[keep]
         step += 1
     return [sorted(hyps, key=lambda h: -h.score)[: config.n_best] for hyps in finished]
 
@@ -285,8 +287,8 @@ class EnsembleState(NamedTuple):
 
     states: tuple[Any, ...]
 
-    def index_select(self, index: Tensor) -> EnsembleState:
-        return EnsembleState(tuple(state.index_select(index) for state in self.states))
+    def index_select(self, index: Tensor, *, memory: bool = True) -> EnsembleState:
+        return EnsembleState(tuple(state.index_select(index, memory=memory) for state in self.states))
 
 
 class Ensemble:

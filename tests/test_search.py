@@ -60,8 +60,9 @@ class FakeState(NamedTuple):
     length: torch.Tensor
     prefix: torch.Tensor
 
-    def index_select(self, index: torch.Tensor) -> FakeState:
-        return FakeState(*(t.index_select(0, index) for t in self))
+    def index_select(self, index: torch.Tensor, *, memory: bool = True) -> FakeState:
+        src, length = (t.index_select(0, index) for t in (self.src, self.length)) if memory else (self.src, self.length)
+        return FakeState(src, length, self.prefix.index_select(0, index))
 
 
 class FakeModel:
