@@ -411,17 +411,18 @@ def write_validation_heatmaps(
     model: Seq2Seq,
     src_tokenizer: Tokenizer,
     tgt_tokenizer: Tokenizer,
-    pairs: Sequence[tuple[str, str]],
+    examples: Sequence[Example],
     out_dir: str | Path,
     *,
     fmt: str = "png",
 ) -> Path:
-    """Force-decode a few (source, reference) validation pairs and write their heatmaps.
+    """Force-decode a few validation pairs (ids, e.g. ``corpus.dev[i]``) and write their heatmaps.
 
-    Meant for the training loop at each validation; restores the model's train/eval mode.
+    Meant for the training loop at each validation; the model's train/eval mode is kept.
 
     Returns:
         the path of ``index.html``.
     """
-    sources, references = [s for s, _ in pairs], [t for _, t in pairs]
-    return write_heatmaps(out_dir, forced_attention(model, src_tokenizer, tgt_tokenizer, sources, references), fmt=fmt)
+    texts = [(src_tokenizer.decode(ex.src), tgt_tokenizer.decode(ex.tgt)) for ex in examples]
+    sentences = _attention_of(model, (src_tokenizer, tgt_tokenizer), texts, examples, batch_size=32)
+    return write_heatmaps(out_dir, sentences, fmt=fmt)

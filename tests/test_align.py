@@ -28,6 +28,7 @@ from nmt.align import (
     word_ids_of,
     write_alignments,
     write_heatmaps,
+    write_validation_heatmaps,
 )
 from nmt.checkpoint import load_model, save_checkpoint
 from nmt.cli import align as align_cli
@@ -341,6 +342,16 @@ def test_write_heatmaps_svg_and_escaped_index(tmp_path):
     assert "<code>0-0 1-1 1-2</code>" in page
     with pytest.raises(NMTError, match="unknown heatmap format 'jpg'"):
         write_heatmaps(tmp_path / "out", [sentence], fmt="jpg")
+
+
+def test_validation_heatmaps_from_ids_keep_the_training_mode(words, tmp_path):
+    torch.manual_seed(0)
+    model = tiny_model(dropout=0.3).train()
+    examples = [Example(words.encode("the cat sat"), words.encode("a cat")), Example(words.encode("dog"), [])]
+    index = write_validation_heatmaps(model, words, words, examples, tmp_path / "step_200")
+    assert model.training
+    assert sorted(p.name for p in index.parent.iterdir()) == ["00001.png", "00002.png", "index.html"]
+    assert "source: the cat sat" in index.read_text(encoding="utf-8")
 
 
 # --- nmt-align -------------------------------------------------------------------------------
