@@ -408,6 +408,13 @@ def test_cli_force_decodes_writes_heatmaps_alignments_and_scores(corpus, tmp_pat
     assert json.loads(line)["sentences"] == 2 and json.loads(line)["sure"] == 8
 
 
+def test_cli_draws_only_the_first_heatmaps_but_aligns_every_pair(corpus, tmp_path):
+    out = tmp_path / "out"
+    assert align_cli.main(align(corpus, out, "--heatmaps", "1")) == 0
+    assert [p.name for p in out.glob("*.png")] == ["00001.png"]
+    assert len((out / "alignments.txt").read_text(encoding="utf-8").split("\n")) == len(SOURCES) + 1
+
+
 def test_cli_without_references_aligns_the_translations(corpus, tmp_path, capsys):
     out = tmp_path / "out"
     assert align_cli.main(align(corpus, out, "--format", "svg")) == 0

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, default="png", help="heatmap image format (default: png)")
     parser.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N sentence pairs")
     parser.add_argument(
+        "--heatmaps",
+        type=int,
+        default=100,
+        metavar="N",
+        help="draw heatmaps of the first N pairs only (default 100; 0: none); alignments and scores cover all",
+    )
+    parser.add_argument(
         "--gold",
         metavar="F",
         help="gold word alignments, one line per pair (Pharaoh: i-j sure, i?j or ipj possible); needs --tgt",
@@ -119,11 +126,12 @@ def _align(args: argparse.Namespace) -> int:
     if gold is not None:
         _check_gold(args.gold, gold, sentences, one_based=args.gold_one_based)
     out = Path(args.out)
-    bar = tqdm(sentences, desc="heatmaps", unit="pair", file=sys.stderr, disable=args.quiet or None, leave=False)
+    drawn = sentences[: max(args.heatmaps, 0)]
+    bar = tqdm(drawn, desc="heatmaps", unit="pair", file=sys.stderr, disable=args.quiet or None, leave=False)
     index = write_heatmaps(out, bar, fmt=args.format, target=args.target_merge)
     predicted = [sentence_links(s, target=args.target_merge) for s in sentences]
     write_alignments(out / "alignments.txt", predicted)
-    log.info("wrote %d heatmaps, %s and %s", len(sentences), index, out / "alignments.txt")
+    log.info("wrote %d heatmaps, %s and %s", len(drawn), index, out / "alignments.txt")
     if gold is not None:
         line = json.dumps(alignment_scores(predicted, gold[: len(sentences)])._asdict())
         print(line)
