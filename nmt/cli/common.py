@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -19,7 +22,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse ``argv``, configure logging and call ``main``; user errors become one line and exit 1.
 
-    argparse itself exits with status 2 on usage errors.
+    argparse itself exits with status 2 on usage errors; Ctrl-C exits with 130, and a reader
+    that closes stdout early (``| head``) ends the command quietly with 141, like SIGPIPE.
     """
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -39,3 +43,9 @@ def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentPars
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as cat and grep do
+        if args.debug:
+            raise
+        with contextlib.suppress(OSError, ValueError):  # no flush at exit may hit the closed pipe again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
