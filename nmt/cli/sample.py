@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from nmt.cli.common import add_common_args, run
@@ -36,3 +37,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run(_main, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
