@@ -128,3 +128,7 @@ class _ProgressBar:
             refresh=False,
         )
         self.bar.update(progress.step - self.bar.n)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
