@@ -16,7 +16,14 @@ import sys
 from collections.abc import Sequence
 
 from nmt.cli.common import add_common_args, run
-from nmt.cli.translate import add_decode_args, load_translator, read_lines, translate_lines, write_lines
+from nmt.cli.translate import (
+    add_decode_args,
+    check_output,
+    load_translator,
+    read_lines,
+    translate_lines,
+    write_lines,
+)
 from nmt.errors import NMTError
 from nmt.evaluate import METRICS, TOKENIZERS, corpus_scores
 
@@ -46,11 +53,12 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--checkpoint needs --src, the text to translate")
     if args.hyp and (args.src or args.output):
         parser.error("--src and --output go with --checkpoint, not --hyp")
-    references = [read_lines(path) for path in args.ref]
+    references = [read_lines(path, replace_invalid=args.replace_invalid) for path in args.ref]
     if args.hyp:
-        hypotheses = read_lines(args.hyp)
+        hypotheses = read_lines(args.hyp, replace_invalid=args.replace_invalid)
         _check_counts(args.hyp, hypotheses, args.ref, references)
     else:
+        check_output(args.output)
         translator = load_translator(args, n_best=1)
         sources = read_lines(args.src, replace_invalid=args.replace_invalid)
         _check_counts(args.src, sources, args.ref, references)
@@ -64,7 +72,9 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _check_counts(name: str, lines: list[str], ref_paths: list[str], references: list[list[str]]) -> None:
-    """Every reference must have as many lines as ``lines``; the error names both files and counts."""
+    """``lines`` must not be empty and every reference must have as many; the error names the files and counts."""
+    if not lines:
+        raise NMTError(f"{name} is empty; there is nothing to score")
     for path, ref in zip(ref_paths, references, strict=True):
         if len(ref) != len(lines):
             raise NMTError(

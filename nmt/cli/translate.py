@@ -128,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _translate(args: argparse.Namespace) -> int:
+    check_output(args.output)
     translator = load_translator(args, n_best=args.n_best)
     lines = read_lines(args.input, replace_invalid=args.replace_invalid)
     results = translate_lines(lines, translator, quiet=args.quiet)
@@ -172,7 +173,7 @@ def load_translator(args: argparse.Namespace, *, n_best: int | None = None) -> T
     if args.dict and not config.replace_unk:
         raise NMTError("--dict is only used with --replace-unk; add --replace-unk")
     model = first.model if len(loaded) == 1 else Ensemble(models=[entry.model for entry in loaded])
-    dictionary = read_dictionary(args.dict) if args.dict else {}
+    dictionary = read_dictionary(args.dict, replace_invalid=args.replace_invalid) if args.dict else {}
     return Translator(model, first.src_tokenizer, first.tgt_tokenizer, config, dictionary, device)
 
 
@@ -200,7 +201,14 @@ def translate_lines(lines: Sequence[str], translator: Translator, *, quiet: bool
         for batch in _batches(order, sources, config.batch_tokens):
             src = pad_sequence([torch.tensor(sources[i]) for i in batch], batch_first=True, padding_value=PAD_ID)
             lengths = torch.tensor([len(sources[i]) for i in batch])
-            hyps = decode(translator.model, src.to(translator.device), lengths.to(translator.device), config=config)
+            try:
+                hyps = decode(translator.model, src.to(translator.device), lengths.to(translator.device), config=config)
+            except torch.OutOfMemoryError as err:
+                raise NMTError(
+                    f"out of memory translating a batch of {len(batch)} lines of up to {len(sources[batch[0]])} tokens "
+                    f"(the longest is input line {batch[0] + 1}); lower --batch-tokens (now {config.batch_tokens}), "
+                    f"--beam (now {config.beam}) or --max-input-len (now {config.max_input_len})"
+                ) from err
             for i, found in zip(batch, hyps, strict=True):
                 outputs = [Output(_detokenize(h, lines[i], sources[i], translator), h.score) for h in found]
                 results[i] = (outputs + [Output("", -math.inf)] * config.n_best)[: config.n_best]
@@ -237,7 +245,7 @@ def _detokenize(hypothesis: Hypothesis, line: str, source: list[int], translator
         text = replace_unknowns(hypothesis, source_words(line, pieces, src.kind), tgt, translator.dictionary)
     else:
         text = tgt.decode(hypothesis.tokens)
-    return " ".join(text.split("\n")).replace("\r", " ")
+    return " ".join(text.splitlines())  # no line break of any kind (\r, U+2028, U+0085, ...) may split the line
 
 
 def read_lines(path: str | None, *, replace_invalid: bool = False) -> list[str]:
@@ -268,14 +276,14 @@ def read_lines(path: str | None, *, replace_invalid: bool = False) -> list[str]:
     return lines
 
 
-def read_dictionary(path: str) -> dict[str, str]:
+def read_dictionary(path: str, *, replace_invalid: bool = False) -> dict[str, str]:
     """A ``source<TAB>target`` word dictionary for ``--replace-unk``; blank lines are skipped.
 
     A source word listed twice keeps its first translation (dictionaries list the most
     probable first). A line that is not ``word<TAB>word`` raises NMTError naming the line.
     """
     dictionary: dict[str, str] = {}
-    for number, line in enumerate(read_lines(path), start=1):
+    for number, line in enumerate(read_lines(path, replace_invalid=replace_invalid), start=1):
         if not line.strip():
             continue
         source, tab, target = line.partition("\t")
@@ -283,6 +291,17 @@ def read_dictionary(path: str) -> dict[str, str]:
             raise NMTError(f"{path}:{number}: expected 'source<TAB>target', got {line!r}")
         dictionary.setdefault(source.strip(), target.strip())
     return dictionary
+
+
+def check_output(path: str | None) -> None:
+    """Fail before any work if ``path`` cannot take the output: a directory, or a file in a missing directory."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise NMTError(f"{path}: is a directory; give the name of a file for the output")
+    if not target.parent.is_dir():
+        raise NMTError(f"{path}: {target.parent} is not an existing directory; create it or write elsewhere")
 
 
 def write_lines(lines: Sequence[str], path: str | None) -> None:
