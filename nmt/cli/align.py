@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--gold-one-based", action="store_true", help="the gold file counts words from 1")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--replace-invalid", action="store_true", help="replace invalid UTF-8 bytes in --src/--tgt instead of failing"
+    )
     add_common_args(parser)
     return parser
 
@@ -106,8 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _align(args: argparse.Namespace) -> int:
     if args.gold and not args.tgt:
         raise NMTError("--gold needs --tgt: AER scores the attention of the force-decoded reference translations")
-    sources = read_lines(args.src)[: args.limit]
-    references = read_lines(args.tgt)[: args.limit] if args.tgt else None
+    sources = read_lines(args.src, replace_invalid=args.replace_invalid)[: args.limit]
+    if not sources:
+        raise NMTError(f"{args.src} is empty; there is nothing to align")
+    references = read_lines(args.tgt, replace_invalid=args.replace_invalid)[: args.limit] if args.tgt else None
     if references is not None and len(references) != len(sources):
         raise NMTError(
             f"{args.src} has {len(sources)} lines but {args.tgt} has {len(references)}; "
@@ -116,6 +121,11 @@ def _align(args: argparse.Namespace) -> int:
     gold = read_alignments(args.gold, one_based=args.gold_one_based) if args.gold else None
     if gold is not None and len(gold) < len(sources):
         raise NMTError(f"{args.gold} has {len(gold)} lines but there are {len(sources)} sentence pairs to score")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NMTError(f"{out}: cannot make the output directory ({err.strerror or err}); use another --out") from err
     loaded = load_model(args.checkpoint, device=resolve_device(args.device))
     _check_source_lengths(args.src, sources, loaded)
     tokenizers = loaded.src_tokenizer, loaded.tgt_tokenizer
@@ -125,7 +135,6 @@ def _align(args: argparse.Namespace) -> int:
         sentences = translated_attention(loaded.model, *tokenizers, sources, config=loaded.config.decode)
     if gold is not None:
         _check_gold(args.gold, gold, sentences, one_based=args.gold_one_based)
-    out = Path(args.out)
     drawn = sentences[: max(args.heatmaps, 0)]
     bar = tqdm(drawn, desc="heatmaps", unit="pair", file=sys.stderr, disable=args.quiet or None, leave=False)
     index = write_heatmaps(out, bar, fmt=args.format, target=args.target_merge)
