@@ -127,7 +127,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def _check_body(path: Path, file: IO[bytes]) -> None:
     """Compare the file with its header: magic, then length (truncation), then checksum."""
     header = file.read(_HEADER.size)
-    if not header or not header.startswith(MAGIC[: len(header)]):
+    if not header:
+        raise NMTError(
+            f"{path}: empty file (0 bytes): not a checkpoint, or one whose write or copy failed; "
+            "use another checkpoint such as best.pt or last.pt"
+        )
+    if not header.startswith(MAGIC[: len(header)]):
         raise NMTError(f"{path}: not an nmt checkpoint (no {MAGIC.decode()} header); pass a file written by nmt-train")
     if len(header) < _HEADER.size:
         raise NMTError(f"{path}: truncated checkpoint: only {len(header)} bytes, less than its header")

@@ -25,7 +25,7 @@ from typing import Any
 
 import sentencepiece as spm
 
-from nmt.config import DataConfig, choose
+from nmt.config import ConfigError, DataConfig, choose
 from nmt.errors import NMTError
 
 logger = logging.getLogger(__name__)
@@ -231,6 +231,8 @@ def build_tokenizers(
     sentencepiece, ``.vocab`` with one word per line for the word kind).
     """
     kind = choose(TOKENIZERS, config.tokenizer, "data.tokenizer")
+    if config.vocab_size <= len(SPECIALS):
+        raise ConfigError(f"data.vocab_size={config.vocab_size} leaves no room beside the {len(SPECIALS)} specials")
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     if config.joint_vocab:
