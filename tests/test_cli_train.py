@@ -63,7 +63,7 @@ def test_trains_a_few_steps_and_writes_the_run_directory(
 
 def test_resume_trains_on_to_a_higher_max_steps(config: Path, tmp_path: Path) -> None:
     assert cli.main(["--config", str(config), *TINY, "train.max_steps=3"]) == 0
-    assert cli.main(["--config", str(config), *TINY, "train.max_steps=6", "--resume"]) == 0
+    assert cli.main(["--config", str(config), *TINY, "--resume", "train.max_steps=6"]) == 0  # options between overrides
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 6
 
 

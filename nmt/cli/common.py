@@ -25,7 +25,7 @@ def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentPars
     argparse itself exits with status 2 on usage errors; Ctrl-C exits with 130, and a reader
     that closes stdout early (``| head``) ends the command quietly with 141, like SIGPIPE.
     """
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # positionals may follow options: nmt-train --quiet a=1 --resume b=2
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
