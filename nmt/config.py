@@ -233,17 +233,30 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from err
         except UnicodeDecodeError as err:
-            raise ConfigError(f"{path}: not valid UTF-8 (byte {err.start}); save the config as UTF-8") from err
+            line = err.object.count(b"\n", 0, err.start) + 1
+            raise ConfigError(
+                f"{path}:{line}: not valid UTF-8 (byte 0x{err.object[err.start]:02x}); save the config as UTF-8"
+            ) from err
         try:
             values = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+            raise ConfigError(_yaml_error(path, err)) from err
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         _check_file(path, text, values)
     for override in overrides:
         apply_override(values, override)
     return from_dict(Config, values)
+
+
+def _yaml_error(path: Path, err: yaml.YAMLError) -> str:
+    """A YAML syntax error in one line: ``FILE:LINE: not valid YAML: problem (context from line N)``."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is None:
+        return f"{path}: not valid YAML: {' '.join(str(err).split())}"
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    where = f" ({context} from line {start.line + 1})" if context and start else ""
+    return f"{path}:{mark.line + 1}: not valid YAML: {err.problem}{where}"
 
 
 def _check_file(path: Path, text: str, values: dict[str, Any]) -> None:

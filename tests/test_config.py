@@ -117,9 +117,9 @@ def test_choose_lists_the_choices_and_a_near_match():
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        (b"model: [1, 2\n", ": not valid YAML"),
+        (b"model: [1, 2\n", r":2: not valid YAML: expected ',' or '\]', but got '<stream end>' \(while parsing a flow"),
         (b"- model\n", ": expected a mapping"),
-        (b"model: caf\xe9\n", r": not valid UTF-8 \(byte 10\)"),
+        (b"model: ok\nx: caf\xe9\n", r":2: not valid UTF-8 \(byte 0xe9\)"),
         (b"model:\n  hidden: 8\n  hiden: 8\n", r":3: unknown key 'model\.hiden' \(did you mean 'hidden'\?\)"),
         (b"train:\n  seed: 1\n  lr: fast\n", r":3: train\.lr: expected float"),
         (b"\nmodle: {}\n", r":2: unknown key 'modle'"),
