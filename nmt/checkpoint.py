@@ -23,6 +23,7 @@ import pickle
 import re
 import shutil
 import struct
+import warnings
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -106,16 +107,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with open(path, "rb") as file:
             _check_body(path, file)
             file.seek(_HEADER.size)
-            payload = torch.load(file, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a foreign pickle protocol is refused below, not warned about
+                warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+                payload = torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
         raise NMTError(f"{path}: no such checkpoint; check the path (runs keep best.pt and last.pt)") from err
     except OSError as err:
         raise NMTError(f"{path}: cannot read checkpoint ({err.strerror or err})") from err
     except pickle.UnpicklingError as err:
-        culprit = re.search(r"GLOBAL (\S+)", str(err))
+        culprit = re.search(r"GLOBAL (\S+)", str(err))  # else a pickle instruction torch does not allow
         raise NMTError(
             f"{path}: refused to load: the checkpoint holds objects other than tensors and plain values "
-            f"({culprit.group(1) if culprit else 'unknown object'}), which could run code; "
+            f"({culprit.group(1) if culprit else 'unsupported pickle instructions'}), which could run code; "
             "only load checkpoints written by nmt-train"
         ) from err
     except RuntimeError as err:
