@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from nmt.checkpoint import load_checkpoint, save_run_checkpoint
-from nmt.config import Config, ConfigError, TrainConfig, choose, to_dict
+from nmt.config import Config, ConfigError, ModelConfig, TrainConfig, choose, to_dict
 from nmt.data import (
     Batch,
     BucketBatcher,
@@ -53,7 +53,8 @@ from nmt.data import (
 from nmt.errors import NMTError
 from nmt.evaluate import validation_bleu
 from nmt.model import Seq2Seq
-from nmt.tokenizer import PAD_ID, Tokenizer, build_tokenizers, tokenizer_from_state
+from nmt.search import check_config
+from nmt.tokenizer import PAD_ID, SPECIALS, Tokenizer, build_tokenizers, tokenizer_from_state
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +211,14 @@ def dev_perplexity(
     nll, tokens = 0.0, 0
     for batch in batches:
         batch = batch.to(device)
-        with autocast():
-            logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
+        try:
+            with autocast():
+                logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
+        except torch.OutOfMemoryError as err:
+            raise NMTError(
+                f"out of memory validating {_describe([batch])}; lower train.batch_size (or train.max_tokens), "
+                "which size the dev batches too"
+            ) from err
         nll += summed_nll(logits, batch.tgt_out).item()
         tokens += batch.n_tgt_tokens
     return perplexity(nll, tokens)
@@ -268,6 +275,20 @@ def check_train_config(config: TrainConfig) -> None:
             raise ConfigError(f"train.{key} must be positive, got {getattr(config, key)!r}")
     choose(OPTIMIZERS, config.optimizer, "train.optimizer")
     choose(SCHEDULES, config.schedule, "train.schedule")
+
+
+def check_model_config(config: ModelConfig) -> None:
+    """Build the model on the meta device (no memory, no data) so that a bad model.* value fails at once."""
+    with torch.device("meta"):
+        Seq2Seq(config=config, src_vocab=len(SPECIALS) + 1, tgt_vocab=len(SPECIALS) + 1, pad_id=PAD_ID)
+
+
+def make_run_dir(save_dir: Path) -> None:
+    """Create ``train.save_dir`` (a file there, or a path that cannot be created, is a user error)."""
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NMTError(f"{save_dir}: cannot use as train.save_dir ({err.strerror or err}); choose another") from err
 
 
 def seed_everything(seed: int) -> None:
@@ -426,8 +447,11 @@ class Trainer:
         world_size: int = 1,
     ) -> None:
         check_train_config(config.train)
+        check_model_config(config.model)
+        check_config(config.decode)  # validation decodes with it, and every checkpoint carries it
         self.config, self.tc = config, config.train
         self.save_dir = Path(self.tc.save_dir)
+        make_run_dir(self.save_dir)
         self.stop = stop or threading.Event()
         self.rank, self.world_size, self.is_main = rank, world_size, rank == 0
         self.device = pick_device(self.tc.device)
