@@ -42,6 +42,7 @@ MAGIC = b"NMT-CKPT"
 _HEADER = struct.Struct(">8sQ32s")  # magic, body length, sha256 of the body
 _CHUNK = 1 << 20
 _STEP_FILE = re.compile(r"step_(\d+)\.pt")
+_TEMP_FILE = re.compile(r"\..+\.tmp-(\d+)")  # what save_checkpoint and _replace_with_link write first
 
 
 class LoadedModel(NamedTuple):
@@ -201,6 +202,7 @@ def save_run_checkpoint(save_dir: str | Path, payload: dict[str, Any], *, keep_l
     if best:
         _replace_with_link(path, save_dir / "best.pt")
     _prune(save_dir, keep_last)
+    _remove_stale_temp_files(save_dir)
     return path
 
 
@@ -227,6 +229,25 @@ def _prune(save_dir: Path, keep_last: int) -> None:
     for old in steps[: max(len(steps) - keep_last, 0)]:
         old.unlink()
         log.debug("removed old checkpoint %s", old)
+
+
+def _remove_stale_temp_files(save_dir: Path) -> None:
+    """Delete the temporary files of saves cut short (by SIGKILL, a crash, a full disk): their process is gone."""
+    for path in save_dir.iterdir():
+        match = _TEMP_FILE.fullmatch(path.name)
+        if match and not _running(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            log.info("removed %s, left by a save that was cut short", path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it does, under another user
+        pass
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:
