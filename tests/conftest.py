@@ -1,9 +1,10 @@
-"""Shared builders for the model tests: small float64 attention modules and models."""
+"""Shared builders: small float64 attention modules and models, and a tiny training run's config."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 from nmt.attention import Attention
 from nmt.config import AttentionConfig, ModelConfig
 from nmt.model import Seq2Seq
+from nmt.sample import write_sample_corpus
 
 
 @pytest.fixture
@@ -56,3 +58,15 @@ def make_model() -> Callable[..., Seq2Seq]:
         return Seq2Seq(config=config, src_vocab=vocab, tgt_vocab=vocab).double().eval()
 
     return build
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A config file for the sample language (80 training pairs) writing into tmp_path/run."""
+    write_sample_corpus(tmp_path / "data", pairs=96, seed=3)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        f"data:\n  train: {tmp_path}/data/train\n  dev: {tmp_path}/data/dev\ntrain:\n  save_dir: {tmp_path}/run\n",
+        encoding="utf-8",
+    )
+    return path

@@ -11,7 +11,6 @@ import pytest
 
 from nmt.checkpoint import load_checkpoint, load_model
 from nmt.cli import train as cli
-from nmt.sample import write_sample_corpus
 
 TINY = (
     "data.tokenizer=word",
@@ -24,18 +23,6 @@ TINY = (
     "train.log_every=2",
     "train.threads=1",
 )
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    """A config file for the sample language (80 training pairs) writing into tmp_path/run."""
-    write_sample_corpus(tmp_path / "data", pairs=96, seed=3)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(
-        f"data:\n  train: {tmp_path}/data/train\n  dev: {tmp_path}/data/dev\ntrain:\n  save_dir: {tmp_path}/run\n",
-        encoding="utf-8",
-    )
-    return path
 
 
 def test_trains_a_few_steps_and_writes_the_run_directory(
