@@ -1,0 +1,108 @@
+"""Long runs under signals, as subprocesses: SIGINT/SIGTERM checkpoint at the next step boundary and
+exit cleanly, and SIGKILL in the middle of writing a checkpoint leaves the previous one loadable."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_cli_train import TINY as CLI_TINY
+
+from nmt.checkpoint import load_checkpoint
+from nmt.cli import train as train_cli
+
+TINY = [*CLI_TINY, "train.log_every=1"]  # log every update, so the tests see where training is
+WAIT = 120  # seconds any subprocess may take before the test gives up on it
+
+# Saves a big checkpoint into a run directory over and over, printing each step once it is saved;
+# the payload is the run's own last.pt (plus ballast), so any complete file is one to resume from.
+WRITER = """
+import sys, torch
+from nmt.checkpoint import load_checkpoint, save_run_checkpoint
+run = sys.argv[1]
+payload = load_checkpoint(run + "/last.pt")
+payload["ballast"] = torch.zeros(8_000_000)  # 32 MB: each save takes long enough to be cut short
+while True:
+    payload["step"] += 1
+    save_run_checkpoint(run, payload, keep_last=2, best=False)
+    print(payload["step"], flush=True)
+"""
+
+
+def start_training(config: Path, *overrides: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "nmt.cli.train", "--config", str(config), *TINY, *overrides]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_steps(process: subprocess.Popen[str], metrics: Path, steps: int) -> None:
+    """Until the run has logged ``steps`` updates (it is then inside its training loop)."""
+    deadline = time.monotonic() + WAIT
+    while not metrics.exists() or metrics.read_text(encoding="utf-8").count('"event": "train"') < steps:
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "training did not start in time"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_a_checkpoint_at_the_next_step_and_resume_continues(config, tmp_path, signum) -> None:
+    run = tmp_path / "run"
+    # far more updates than the test waits for; no validation, so only the signal writes a checkpoint
+    process = start_training(config, "train.max_epochs=1000", "train.valid_every=100000")
+    wait_for_steps(process, run / "metrics.jsonl", 3)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=WAIT)
+    assert process.returncode == 128 + signum, err
+    assert f"{signum.name} received: saving a checkpoint after this update" in err
+    assert "continue with the same command and --resume" in err and "Traceback" not in err
+    logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    step = load_checkpoint(run / "last.pt")["step"]
+    assert step == logged[-1] >= 3  # the last update done is the one saved
+    assert train_cli.main(["--config", str(config), *TINY, f"train.max_steps={step + 2}", "--resume"]) == 0
+    assert load_checkpoint(run / "last.pt")["step"] == step + 2
+
+
+def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(config, tmp_path) -> None:
+    run = tmp_path / "run"
+    assert train_cli.main(["--config", str(config), *TINY, "train.max_steps=4", "train.valid_every=2"]) == 0
+    rng = random.Random(9)
+    cut_short = 0
+    for _ in range(3):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(run)], stdout=subprocess.PIPE, text=True)
+        saved = int(writer.stdout.readline())  # one whole save: the next is under way
+        started = time.monotonic()
+        saved = int(writer.stdout.readline())
+        time.sleep(rng.uniform(0, 1.5 * (time.monotonic() - started)))  # a random moment of a save
+        writer.kill()
+        saved = max([saved, *map(int, writer.stdout.read().split())])
+        writer.wait(timeout=WAIT)
+        cut_short += any(".tmp-" in p.name for p in run.iterdir())
+        # every file under a checkpoint's name is whole; last.pt is the last save finished
+        for path in run.glob("*.pt"):
+            load_checkpoint(path)
+        assert load_checkpoint(run / "last.pt")["step"] in (saved, saved + 1)
+    assert cut_short, "no kill landed in the middle of a write"
+    resumed = load_checkpoint(run / "last.pt")["step"]
+    assert train_cli.main(["--config", str(config), *TINY, f"train.max_steps={resumed + 2}", "--resume"]) == 0
+    assert load_checkpoint(run / "last.pt")["step"] == resumed + 2
+    assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]  # the next save cleared what the kills left
+
+
+def test_sigkill_during_training_then_resume(config, tmp_path) -> None:
+    """A run that checkpoints at every update, killed without warning, resumes from its last.pt."""
+    run = tmp_path / "run"
+    process = start_training(config, "train.max_epochs=1000", "train.valid_every=1")
+    wait_for_steps(process, run / "metrics.jsonl", 5)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=WAIT)
+    assert process.returncode == -signal.SIGKILL
+    step = load_checkpoint(run / "last.pt")["step"]
+    assert step >= 4
+    assert train_cli.main(["--config", str(config), *TINY, f"train.max_steps={step + 2}", "--resume"]) == 0
+    assert load_checkpoint(run / "last.pt")["step"] == step + 2
