@@ -69,7 +69,8 @@ def _train(args: argparse.Namespace) -> int:
     best = "none" if result.best_dev_ppl is None else f"{result.best_dev_ppl:.3f}"
     log.info("done: %d updates, best dev perplexity %s; checkpoints in %s", result.step, best, config.train.save_dir)
     if received:
-        log.info("stopped by %s; continue with the same command and --resume", received[0])
+        again = "continue with the same command and --resume" if result.step else "nothing was saved; start again"
+        log.info("stopped by %s; %s", received[0], again)
         return 128 + signal.Signals[received[0]].value
     return 0
 
