@@ -106,3 +106,17 @@ def test_sigkill_during_training_then_resume(config, tmp_path) -> None:
     assert step >= 4
     assert train_cli.main(["--config", str(config), *TINY, f"train.max_steps={step + 2}", "--resume"]) == 0
     assert load_checkpoint(run / "last.pt")["step"] == step + 2
+
+
+def test_a_signal_before_the_first_update_says_nothing_was_saved(config, tmp_path, monkeypatch, capsys) -> None:
+    class Interrupted(train_cli.Trainer):
+        def __init__(self, **kwargs: object) -> None:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the corpus and tokenizers are prepared
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(train_cli, "Trainer", Interrupted)
+    assert train_cli.main(["--config", str(config), *TINY]) == 128 + signal.SIGINT
+    assert "stopped by SIGINT; nothing was saved; start again" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "last.pt").exists()
+    monkeypatch.undo()
+    assert train_cli.main(["--config", str(config), *TINY, "train.max_steps=2"]) == 0  # no --resume needed
