@@ -8,7 +8,7 @@ Three subcommands, each printing one JSON line on stdout:
     Multi30k pieces with nmt's own :class:`nmt.train.Trainer`. Each update is timed with
     the harness's ``timing_hooks.StepLog`` (``WORK/steplog.json``), so ``bench.py
     train-summary`` computes tokens/s exactly as it does for the peers.
-``decode --beam K``
+``decode --beam K [--precision fp32|bf16]``
     Decodes ``PREP/test.en`` with the trained model: length-sorted batches of 32
     sentences, at most 100 pieces, no length penalty. Times the decode loop (reading,
     batching, search, writing) into ``WORK/decode.beamK.json`` and writes the pieces to
@@ -124,7 +124,8 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
     sources = [[*loaded.src_tokenizer.encode(line), EOS_ID] for line in lines]
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     outputs = [""] * len(lines)
-    with torch.inference_mode():
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    with torch.inference_mode(), autocast:
         for first in range(0, len(order), d["batch_size"]):
             rows = order[first : first + d["batch_size"]]
             src = pad_sequence([torch.tensor(sources[i]) for i in rows], batch_first=True, padding_value=PAD_ID)
@@ -133,7 +134,7 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
                 outputs[i] = loaded.tgt_tokenizer.decode(hyps[0].tokens)
     (args.work / f"hyp.beam{args.beam}.sp").write_text("\n".join(outputs) + "\n", encoding="utf-8")
     decode_s = time.perf_counter() - start
-    result = {"decode_s": decode_s, "n_sents": len(lines), "beam": args.beam}
+    result = {"decode_s": decode_s, "n_sents": len(lines), "beam": args.beam, "precision": args.precision}
     result["other_load_cores"] = other_load(snap, cpu_snapshot())
     (args.work / f"decode.beam{args.beam}.json").write_text(json.dumps(result) + "\n")
     return result
