@@ -290,6 +290,14 @@ def test_replace_invalid_turns_bad_bytes_into_u_fffd(paths, capsys, monkeypatch)
     assert run_cli("nmt-align", [*argv, "--replace-invalid", "--quiet"], b"", capsys, monkeypatch).status == 0
 
 
+def test_a_cuda_device_that_is_not_there(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert translate.resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(NMTError, match=r"--device cuda:1: this machine has 1 CUDA device\(s\), numbered from 0"):
+        translate.resolve_device("cuda:1")
+
+
 def test_out_of_memory_while_translating_names_the_batch(paths, capsys, monkeypatch) -> None:
     def out_of_memory(*args: object, **kwargs: object) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

@@ -150,6 +150,8 @@ def resolve_device(name: str) -> torch.device:
         raise NMTError(f"--device {name!r} is not a device name (try cpu, cuda or cuda:0)") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NMTError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise NMTError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0")
     return device
 
 
