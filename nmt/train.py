@@ -661,7 +661,12 @@ class Trainer:
         path = self.save_dir / "last.pt"
         if not path.exists():
             raise NMTError(f"{path}: nothing to resume (no checkpoint in train.save_dir); start without --resume")
-        payload = load_checkpoint(path)
+        try:
+            payload = load_checkpoint(path)
+        except NMTError as err:
+            older = sorted(self.save_dir.glob("step_*.pt"))[-2:-1]  # last.pt is a link to the newest
+            hint = f"; to resume from {older[0].name} instead: ln -f {older[0]} {path}" if older else ""
+            raise NMTError(f"{err}{hint}") from err
         old, new = payload["config"], to_dict(self.config)
         changed = changed_keys(old, new)
         fixed = [key for key in changed if key.startswith(RESUME_FIXED)]
