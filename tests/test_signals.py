@@ -123,3 +123,19 @@ def test_a_signal_before_the_first_update_says_nothing_was_saved(config, tmp_pat
     assert not (tmp_path / "run" / "last.pt").exists()
     monkeypatch.undo()
     assert train_cli.main(["--config", str(config), *TINY, "train.max_steps=2"]) == 0  # no --resume needed
+
+
+def test_a_damaged_last_checkpoint_names_the_one_to_resume_from(config, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    assert train_cli.main(["--config", str(config), *TINY, "train.max_steps=4", "train.valid_every=2"]) == 0
+    data = bytearray((run / "last.pt").read_bytes())
+    data[len(data) // 2] ^= 1  # damage on disk: last.pt is a hard link, so step_00000004.pt is hit too
+    (run / "last.pt").write_bytes(bytes(data))
+    capsys.readouterr()
+    assert train_cli.main(["--config", str(config), *TINY, "train.max_steps=6", "--resume"]) == 1
+    err = capsys.readouterr().err
+    hint = f"; to resume from step_00000002.pt instead: ln -f {run}/step_00000002.pt {run}/last.pt\n"
+    assert err.startswith(f"nmt-train: error: {run}/last.pt: corrupt checkpoint") and err.endswith(hint)
+    subprocess.run(["ln", "-f", run / "step_00000002.pt", run / "last.pt"], check=True)
+    assert train_cli.main(["--config", str(config), *TINY, "train.max_steps=6", "--resume"]) == 0
+    assert load_checkpoint(run / "last.pt")["step"] == 6
