@@ -13,6 +13,9 @@ checkpoints form an ensemble (they must share both tokenizers).
 - A line longer than ``decode.max_input_len`` tokens (or than a location scorer can read) is
   translated from its first tokens, with a warning on stderr naming the line.
 - Invalid UTF-8 is an error naming the line, unless ``--replace-invalid`` (bad bytes become U+FFFD).
+- Lines are split at LF only (a CR before it is dropped); U+2028, U+0085 and other separators stay
+  inside their line, and any line break in a translation (say, copied by ``--replace-unk``) becomes
+  a space, so the output splits into the same lines however it is read.
 
 With ``--n-best K`` every input line gives exactly K lines ``index ||| hypothesis ||| score``:
 ``index`` is the 0-based input line number, ``score`` the normalised search score (best
