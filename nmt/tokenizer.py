@@ -221,6 +221,15 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     return kind(**fields)
 
 
+def check_tokenizer_config(config: DataConfig) -> type[SentencePieceTokenizer] | type[WordTokenizer]:
+    """The tokenizer class ``data.tokenizer`` names, once the tokenizer settings are checked (no text needed)."""
+    kind = choose(TOKENIZERS, config.tokenizer, "data.tokenizer")
+    choose(SPM_MODEL_TYPES, config.spm_model_type, "data.spm_model_type")
+    if config.vocab_size <= len(SPECIALS):
+        raise ConfigError(f"data.vocab_size={config.vocab_size} leaves no room beside the {len(SPECIALS)} specials")
+    return kind
+
+
 def build_tokenizers(
     config: DataConfig, src_lines: Sequence[str], tgt_lines: Sequence[str], save_dir: str | Path
 ) -> tuple[Tokenizer, Tokenizer]:
@@ -230,9 +239,7 @@ def build_tokenizers(
     saved as ``tokenizer.joint.*``, otherwise as ``tokenizer.<lang>.*`` (``.model`` for
     sentencepiece, ``.vocab`` with one word per line for the word kind).
     """
-    kind = choose(TOKENIZERS, config.tokenizer, "data.tokenizer")
-    if config.vocab_size <= len(SPECIALS):
-        raise ConfigError(f"data.vocab_size={config.vocab_size} leaves no room beside the {len(SPECIALS)} specials")
+    kind = check_tokenizer_config(config)
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     if config.joint_vocab:
