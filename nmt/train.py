@@ -54,7 +54,14 @@ from nmt.errors import NMTError
 from nmt.evaluate import validation_bleu
 from nmt.model import Seq2Seq
 from nmt.search import check_config
-from nmt.tokenizer import PAD_ID, SPECIALS, Tokenizer, build_tokenizers, tokenizer_from_state
+from nmt.tokenizer import (
+    PAD_ID,
+    SPECIALS,
+    Tokenizer,
+    build_tokenizers,
+    check_tokenizer_config,
+    tokenizer_from_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -448,6 +455,7 @@ class Trainer:
     ) -> None:
         check_train_config(config.train)
         check_model_config(config.model)
+        check_tokenizer_config(config.data)
         check_config(config.decode)  # validation decodes with it, and every checkpoint carries it
         self.config, self.tc = config, config.train
         self.save_dir = Path(self.tc.save_dir)
