@@ -203,6 +203,7 @@ USER_ERRORS = [
     # model and decode settings are checked before the corpus is read (which would fail here)
     case("bad model setting", T + " model.attention.score=dott data.train=/no", "unknown value 'dott'; choose one of"),
     case("bad decode setting", T + " decode.beam=0 data.train=/no", "decode.beam must be at least 1, got 0"),
+    case("bad tokenizer setting", T + " data.tokenizer=wrod data.train=/no", "'wrod'; choose one of sentencepiece"),
     # nmt-train: corpora and the run directory
     case("missing corpus", T + " data.train={dir}/nothere", "nothere.en: no such file"),
     case("empty corpus", T + " data.train={dir}/corpus/empty", "empty.en: empty corpus (no lines)"),
