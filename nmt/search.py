@@ -15,6 +15,7 @@ length penalty of its length ``len(tokens) + 1`` (:data:`LENGTH_PENALTIES`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -94,6 +95,9 @@ def check_config(config: DecodeConfig) -> None:
         raise ConfigError(f"decode.beam must be at least 1, got {config.beam}")
     if not 1 <= config.n_best <= config.beam:
         raise ConfigError(f"decode.n_best must be between 1 and decode.beam ({config.beam}), got {config.n_best}")
+    for key in ("alpha", "min_len_ratio", "max_len_ratio"):
+        if not math.isfinite(getattr(config, key)):
+            raise ConfigError(f"decode.{key} must be a finite number, got {getattr(config, key)}")
     if config.max_len < 0 or config.max_len_ratio < 0 or config.min_len_ratio < 0 or config.no_repeat_ngram < 0:
         raise ConfigError(
             "decode.max_len, decode.max_len_ratio, decode.min_len_ratio and decode.no_repeat_ngram must not be negative"
