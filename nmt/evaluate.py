@@ -74,7 +74,7 @@ def corpus_scores(
         try:
             metric = build(tokenize)
         except (RuntimeError, OSError) as err:
-            raise NMTError(f"tokenize {tokenize!r} is not available here: {str(err).strip()}") from err
+            raise NMTError(f"tokenize {tokenize!r} is not available here: {' '.join(str(err).split())}") from err
         result = metric.corpus_score(list(hypotheses), [list(stream) for stream in references])
         scores.append(Score(name, float(result.score), str(metric.get_signature()), str(result)))
     return scores
