@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import os
 import pickle
@@ -174,11 +175,18 @@ USER_ERRORS = [
     case("CUDA where none", TRANSLATE + " --device cuda", "--device cuda: CUDA is not available here", marks=NO_CUDA),
     case("not a device", TRANSLATE + " --device gpu0", "--device 'gpu0' is not a device name"),
     case("bad search setting", TRANSLATE + " --beam 0", "decode.beam must be at least 1"),
+    case("unbounded length ratio", TRANSLATE + " --max-len-ratio inf", "decode.max_len_ratio must be a finite number"),
     # nmt-evaluate
     case("hyp/ref line counts", EVALUATE + " --hyp {dir}/one.txt", "one.txt has 1 lines but {dir}/two.txt has 2"),
     case("empty hypotheses", "nmt-evaluate --hyp {dir}/empty.txt --ref {dir}/empty.txt", "empty.txt is empty"),
     case("invalid UTF-8 ref", "nmt-evaluate --hyp {dir}/two.txt --ref {dir}/latin.txt", "latin.txt:2: invalid UTF-8"),
     case("missing reference", "nmt-evaluate --hyp {dir}/two.txt --ref {dir}/nothere.txt", "nothere.txt: cannot read"),
+    case(
+        "BLEU tokenizer not installed",
+        "nmt-evaluate --hyp {dir}/two.txt --ref {dir}/two.txt --tokenize ja-mecab",
+        "tokenize 'ja-mecab' is not available here: Japanese tokenization requires extra dependencies",
+        marks=pytest.mark.skipif(importlib.util.find_spec("MeCab") is not None, reason="MeCab is installed"),
+    ),
     case(
         "translations to a missing dir",
         EVALUATE + " --checkpoint {dir}/model.pt --src {dir}/two.txt --output {dir}/no/hyp.txt",
