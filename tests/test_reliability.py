@@ -244,6 +244,18 @@ def test_a_user_mistake_is_one_line_naming_it_and_status_1(paths, capsys, monkey
     assert message.format(**paths) in err
 
 
+def test_a_message_from_elsewhere_is_still_one_line(paths, capsys, monkeypatch) -> None:
+    def hub_failure(*args: object, **kwargs: object) -> None:
+        raise NMTError("cannot load the dataset from the hub: Couldn't reach\nhttps://huggingface.co (offline)")
+
+    monkeypatch.setattr(translate, "load_translator", hub_failure)
+    status, _, err = run_cli("nmt-translate", ["--checkpoint", "x.pt"], b"", capsys, monkeypatch)
+    assert (status, err) == (
+        1,
+        "nmt-translate: error: cannot load the dataset from the hub: Couldn't reach https://huggingface.co (offline)\n",
+    )
+
+
 def test_crafted_checkpoints_run_no_code(paths, capsys, monkeypatch) -> None:
     for name in ("evil.pt", "evil-raw.pt", "evil-p4.pt"):
         argv = ["--checkpoint", f"{paths['dir']}/{name}"]

@@ -38,7 +38,7 @@ def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentPars
     except NMTError as err:
         if args.debug:
             raise
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        print(f"{parser.prog}: error: {' '.join(str(err).splitlines())}", file=sys.stderr)  # one line, always
         return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
