@@ -67,7 +67,7 @@ def read_split(config: DataConfig, split: str, *, hf_cache_dir: str | Path | Non
         raise NMTError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     spec = getattr(config, split)
     if spec is not None:
-        return read_text_pair(*text_files(config, spec, split))
+        return read_text_pair(*text_files(config, spec, split), replace_invalid=config.replace_invalid)
     if config.hf_dataset is not None:
         return read_hf(config, split, cache_dir=hf_cache_dir)
     raise NMTError(
@@ -86,9 +86,10 @@ def text_files(config: DataConfig, spec: str, split: str) -> tuple[Path, Path]:
     return Path(files[0]), Path(files[1])
 
 
-def read_text_pair(src_path: Path, tgt_path: Path) -> ParallelText:
+def read_text_pair(src_path: Path, tgt_path: Path, *, replace_invalid: bool = False) -> ParallelText:
     """Line-aligned source and target files; their line counts must agree."""
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    src = read_lines(src_path, replace_invalid=replace_invalid)
+    tgt = read_lines(tgt_path, replace_invalid=replace_invalid)
     if len(src) != len(tgt):
         raise NMTError(
             f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
@@ -97,8 +98,11 @@ def read_text_pair(src_path: Path, tgt_path: Path) -> ParallelText:
     return ParallelText(src, tgt, f"{src_path} + {tgt_path}")
 
 
-def read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file (LF or CRLF endings; a final newline is optional)."""
+def read_lines(path: Path, *, replace_invalid: bool = False) -> list[str]:
+    """The lines of a UTF-8 text file (LF or CRLF endings; a final newline is optional).
+
+    Invalid UTF-8 is an error naming the line, or with ``replace_invalid`` becomes U+FFFD (warned).
+    """
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError as err:
@@ -106,13 +110,17 @@ def read_lines(path: Path) -> list[str]:
     except OSError as err:
         raise NMTError(f"{path}: cannot read ({err.strerror or err})") from err
     try:
-        text = raw.decode("utf-8").removeprefix("\ufeff")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
-        raise NMTError(
-            f"{path}:{line}: invalid UTF-8 (byte 0x{raw[err.start]:02x}); "
-            "convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8"
-        ) from err
+        where = f"{path}:{line}: invalid UTF-8 (byte 0x{raw[err.start]:02x})"
+        if not replace_invalid:
+            raise NMTError(
+                f"{where}; convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8) or set data.replace_invalid=true"
+            ) from err
+        logger.warning("%s and maybe further on: replaced by U+FFFD (data.replace_invalid)", where)
+        text = raw.decode("utf-8", errors="replace")
+    text = text.removeprefix("\ufeff")
     lines = text.split("\n")  # not splitlines(): it also splits at U+2028, U+0085, ... and shifts lines
     if lines[-1] == "":
         lines.pop()
