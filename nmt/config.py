@@ -85,6 +85,7 @@ class DataConfig:
     max_len: int | None = 50  # drop training pairs longer than this (tokens); None keeps all
     max_len_ratio: float | None = None  # drop pairs whose length ratio exceeds this
     cache_dir: str | None = None  # token-id cache; default: <save_dir>/cache
+    replace_invalid: bool = False  # invalid UTF-8 in a text corpus becomes U+FFFD (warned), not an error
 
 
 @dataclass
