@@ -216,7 +216,9 @@ USER_ERRORS = [
     case("missing corpus", T + " data.train={dir}/nothere", "nothere.en: no such file"),
     case("empty corpus", T + " data.train={dir}/corpus/empty", "empty.en: empty corpus (no lines)"),
     case("corpus line counts", T + " data.train={dir}/corpus/uneven", "uneven.en has 2 lines but {dir}/corpus/uneven"),
-    case("invalid UTF-8 corpus", T + " data.train={dir}/corpus/latin", "latin.en:2: invalid UTF-8 (byte 0xff)"),
+    case(
+        "invalid UTF-8 corpus", T + " data.train={dir}/corpus/latin", "latin.en:2: invalid UTF-8 (byte 0xff); convert"
+    ),
     case("save_dir is a file", T + " train.save_dir={dir}/one.txt", "one.txt: cannot use as train.save_dir"),
     case("resume without a run", T + " train.save_dir={dir}/fresh --resume", "nothing to resume"),
     # nmt-align
@@ -309,6 +311,10 @@ def test_replace_invalid_turns_bad_bytes_into_u_fffd(paths, capsys, monkeypatch)
     assert status == 0 and len(out.split("\n")) == 3
     argv = ["--checkpoint", f"{paths['dir']}/model.pt", "--src", latin, "--out", f"{paths['dir']}/al-latin"]
     assert run_cli("nmt-align", [*argv, "--replace-invalid", "--quiet"], b"", capsys, monkeypatch).status == 0
+    argv = [*f"--config {paths['dir']}/train.yaml train.save_dir={paths['dir']}/latin-run".split(), "train.max_steps=1"]
+    argv += [f"data.train={paths['dir']}/corpus/latin", "data.replace_invalid=true"]
+    status, _, err = run_cli("nmt-train", argv, b"", capsys, monkeypatch)
+    assert status == 0 and "latin.en:2: invalid UTF-8 (byte 0xff) and maybe further on: replaced by U+FFFD" in err
 
 
 def test_a_cuda_device_that_is_not_there(monkeypatch) -> None:
