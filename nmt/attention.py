@@ -8,6 +8,11 @@ window of 2D+1 positions around a centre p_t that is monotonic (local-m) or pred
 ``SCORERS`` and ``ALIGNMENTS``; adding one is a class and a dict line.
 
 Local modes score only their window, so a step costs O(D), not O(S).
+
+``model.attention.align: none`` (:data:`NO_ATTENTION`) is the paper's non-attentional base
+model (Table 1's first rows): :class:`NoAttention` stands in for the attention and the
+decoder drops W_c. It is not an alignment mode, so it is not in ``ALIGNMENTS``;
+:func:`build_attention` picks between the two.
 """
 
 from __future__ import annotations
@@ -251,16 +256,63 @@ ALIGNMENTS: dict[str, type[Alignment]] = {
 class Attention(nn.Module):
     """A scorer and an alignment mode, both chosen by name from ``config``."""
 
+    attends = True  # the decoder combines the context with h_t through W_c (eq. 5)
+
     def __init__(self, *, hidden: int, config: AttentionConfig) -> None:
         super().__init__()
         self.scorer = choose(SCORERS, config.score, "model.attention.score")(hidden=hidden, config=config)
         self.align = choose(ALIGNMENTS, config.align, "model.attention.align")(hidden=hidden, config=config)
 
+    @property
+    def max_src_len(self) -> int | None:
+        """The longest source the scorer can read (location), else None."""
+        return getattr(self.scorer, "max_src_len", None)
+
     def prepare(self, values: Tensor, lengths: Tensor) -> Memory:
         """Memory for ``values`` ``(batch, src_len, hidden)`` with true ``lengths`` ``(batch,)``."""
-        mask = torch.arange(values.size(1), device=values.device) < lengths.unsqueeze(1)
-        return Memory(values, self.scorer.prepare(values), lengths, mask)
+        return Memory(values, self.scorer.prepare(values), lengths, source_mask(values, lengths))
 
     def forward(self, query: Tensor, memory: Memory, first_step: int = 0) -> tuple[Tensor, Tensor]:
         """Context ``(batch, tgt_len, hidden)`` and weights ``(batch, tgt_len, src_len)``."""
         return self.align(query, memory, self.scorer, first_step)
+
+
+NO_ATTENTION = "none"
+"""``model.attention.align`` of the non-attentional base model (Table 1's first three rows)."""
+
+
+class NoAttention(nn.Module):
+    """No attention at all: the decoder's output is h̃_t = h_t, with no context and no W_c.
+
+    The weights it reports are zeros ``(batch, tgt_len, src_len)`` (and so is the context
+    Σ_s a_t(s) h̄_s), so search and the training loop need no special case. It has no parameters;
+    ``model.attention.score``, ``window`` and ``max_src_len`` do not apply.
+    """
+
+    attends = False  # h̃_t = h_t: the decoder has no W_c
+    max_src_len = None  # any source length
+
+    def __init__(self, *, hidden: int, config: AttentionConfig) -> None:
+        super().__init__()
+
+    def prepare(self, values: Tensor, lengths: Tensor) -> Memory:
+        """Memory for ``values`` ``(batch, src_len, hidden)``: nothing is projected (keys are the values)."""
+        return Memory(values, values, lengths, source_mask(values, lengths))
+
+    def forward(self, query: Tensor, memory: Memory, first_step: int = 0) -> tuple[Tensor, Tensor]:
+        """Zero context ``(batch, tgt_len, hidden)`` (a view, nothing allocated) and zero weights
+        ``(batch, tgt_len, src_len)``."""
+        batch, tgt_len, _ = query.shape
+        weights = query.new_zeros(batch, tgt_len, memory.values.size(1))
+        return query.new_zeros(()).expand_as(query), weights
+
+
+def build_attention(*, hidden: int, config: AttentionConfig) -> Attention | NoAttention:
+    """The decoder's attention: :class:`Attention` for an alignment mode, :class:`NoAttention` for ``none``."""
+    choices = {**dict.fromkeys(ALIGNMENTS, Attention), NO_ATTENTION: NoAttention}
+    return choose(choices, config.align, "model.attention.align")(hidden=hidden, config=config)
+
+
+def source_mask(values: Tensor, lengths: Tensor) -> Tensor:
+    """True on real (non-pad) positions, ``(batch, src_len)``, for ``values`` ``(batch, src_len, ...)``."""
+    return torch.arange(values.size(1), device=values.device) < lengths.unsqueeze(1)

@@ -39,7 +39,7 @@ class AttentionConfig:
     """Luong attention: a scorer (how h_t meets h̄_s) times an alignment mode (where)."""
 
     score: str = "general"  # dot | general | concat | location
-    align: str = "global"  # global | local-m | local-p
+    align: str = "global"  # global | local-m | local-p | none (no attention: the base model)
     window: int = 10  # D: local windows span [p_t - D, p_t + D]
     max_src_len: int = 128  # S_max, the number of positions the location scorer knows
 

@@ -1,4 +1,4 @@
-"""The target side: a stacked LSTM with attention and (by default) input feeding."""
+"""The target side: a stacked LSTM with attention (or none, for the base model) and (by default) input feeding."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.attention import Attention, Memory
+from nmt.attention import Memory, build_attention
 from nmt.config import ModelConfig
 
 
@@ -70,6 +70,9 @@ def lstm_step(rnn: nn.LSTM, x: Tensor, hidden: list[Tensor], cell: list[Tensor])
 class Decoder(nn.Module):
     """h_t = LSTM(y_{t-1} [; h̃_{t-1}]), c_t = attention, h̃_t = tanh(W_c [c_t; h_t]) (eq. 5).
 
+    With ``model.attention.align: none`` (the paper's base model) there is no c_t and no W_c:
+    h̃_t = h_t, and the attention weights returned are zeros.
+
     With input feeding (§3.3) each step needs the previous h̃, so the LSTM runs one step at
     a time; without it the LSTM runs over the whole target at once and attention for all
     steps is one batched call. Both paths give the same numbers for the same inputs.
@@ -87,8 +90,8 @@ class Decoder(nn.Module):
             dropout=config.dropout if config.layers > 1 else 0.0,
             batch_first=True,
         )
-        self.attention = Attention(hidden=config.hidden, config=config.attention)
-        self.W_c = nn.Linear(2 * config.hidden, config.hidden, bias=False)
+        self.attention = build_attention(hidden=config.hidden, config=config.attention)
+        self.W_c = nn.Linear(2 * config.hidden, config.hidden, bias=False) if self.attention.attends else None
 
     def forward(self, tgt: Tensor, state: DecoderState) -> tuple[Tensor, Tensor, DecoderState]:
         """Run the decoder over ``tgt`` ``(batch, tgt_len)`` (previous target tokens).
@@ -120,7 +123,9 @@ class Decoder(nn.Module):
         return torch.cat(outputs, dim=1), torch.cat(weights, dim=1), new_state
 
     def _attend(self, out: Tensor, memory: Memory, first_step: int) -> tuple[Tensor, Tensor]:
-        """h̃ = dropout(tanh(W_c [c_t; h_t])) for ``out`` ``(batch, steps, hidden)``."""
+        """h̃ = dropout(tanh(W_c [c_t; h_t])), or dropout(h_t) without attention, for ``out``
+        ``(batch, steps, hidden)``."""
         context, weights = self.attention(out, memory, first_step)
-        attentional = torch.tanh(self.W_c(torch.cat([context, out], dim=-1)))
-        return self.dropout(attentional), weights
+        if self.W_c is not None:
+            out = torch.tanh(self.W_c(torch.cat([context, out], dim=-1)))  # (batch, steps, hidden)
+        return self.dropout(out), weights

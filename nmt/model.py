@@ -43,7 +43,7 @@ class Seq2Seq(nn.Module):
     @property
     def max_src_len(self) -> int | None:
         """The longest source the attention can read (location scorer), else None."""
-        return getattr(self.decoder.attention.scorer, "max_src_len", None)
+        return self.decoder.attention.max_src_len
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
         """The decoder's first state for ``src`` ``(batch, src_len)`` with ``src_lengths`` ``(batch,)``."""

@@ -9,14 +9,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nmt.attention import ALIGNMENTS, SCORERS
-from nmt.config import ConfigError
+from nmt.attention import ALIGNMENTS, NO_ATTENTION, SCORERS
+from nmt.config import ConfigError, DecodeConfig
 from nmt.encoder import reverse_padded
+from nmt.search import decode
 
 pytestmark = pytest.mark.usefixtures("seeded", "one_thread")
 
 COMBOS = list(itertools.product(SCORERS, ALIGNMENTS))  # a newly registered scorer or mode is tested too
 COMBO_IDS = [f"{score}-{align}" for score, align in COMBOS]
+WITH_BASE = [*COMBOS, ("general", NO_ATTENTION)]  # and the non-attentional base model (Table 1)
+WITH_BASE_IDS = [*COMBO_IDS, NO_ATTENTION]
 ENCODERS = {"plain": {}, "reversed-bidirectional": {"reverse_source": True, "bidirectional": True}}
 PAD, BOS, EOS, VOCAB = 0, 2, 3, 11
 
@@ -100,7 +103,7 @@ def stepped(model, src: Tensor, lengths: Tensor, tgt_in: Tensor) -> tuple[Tensor
 
 @pytest.mark.parametrize("variant", ENCODERS.values(), ids=ENCODERS.keys())
 @pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
-@pytest.mark.parametrize(("score", "align"), COMBOS, ids=COMBO_IDS)
+@pytest.mark.parametrize(("score", "align"), WITH_BASE, ids=WITH_BASE_IDS)
 def test_step_by_step_equals_teacher_forcing(score, align, input_feed, variant, make_model):
     model = make_model(score=score, align=align, window=2, input_feed=input_feed, **variant)
     src, lengths = padded([5, 3, 1])
@@ -111,7 +114,7 @@ def test_step_by_step_equals_teacher_forcing(score, align, input_feed, variant, 
 
 
 @pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
-@pytest.mark.parametrize(("score", "align"), COMBOS, ids=COMBO_IDS)
+@pytest.mark.parametrize(("score", "align"), WITH_BASE, ids=WITH_BASE_IDS)
 def test_a_sentence_alone_equals_it_inside_a_padded_batch(score, align, input_feed, make_model):
     model = make_model(score=score, align=align, window=2, input_feed=input_feed)
     src, src_lengths = padded([5, 3, 1])
@@ -150,7 +153,7 @@ def test_decoder_follows_the_equations(input_feed, make_model):
     torch.testing.assert_close(got, torch.cat(logits, dim=1), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("align", ALIGNMENTS)
+@pytest.mark.parametrize("align", [*ALIGNMENTS, NO_ATTENTION])
 def test_reordering_the_state_reorders_the_next_step(align, make_model):
     model = make_model(align=align, window=2)
     src, lengths = padded([5, 3, 1])
@@ -223,10 +226,8 @@ def swapped_pairs(count: int, generator: torch.Generator) -> tuple[Tensor, Tenso
     return finish(words), lengths.squeeze(1) + 1, tgt_in, finish(swapped)
 
 
-@pytest.mark.parametrize("align", ["global", "local-m", "local-p"])
-def test_a_tiny_model_learns_to_swap_neighbours(align, make_model):
-    model = make_model(align=align, window=2, embed=16, hidden=32, layers=1, init=0.1).float().train()
-    src, src_lengths, tgt_in, tgt_out = swapped_pairs(32, torch.Generator().manual_seed(0))
+def learns(model, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> None:
+    """300 Adam steps on one batch must fit it: loss under 0.05 and every teacher-forced argmax right."""
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(300):
         logits, _ = model(src, src_lengths, tgt_in)
@@ -238,3 +239,77 @@ def test_a_tiny_model_learns_to_swap_neighbours(align, make_model):
     assert loss.item() < 0.05
     real = tgt_out != PAD
     assert torch.equal(logits.argmax(-1)[real], tgt_out[real]), "teacher-forced argmax (so greedy search) is not exact"
+
+
+@pytest.mark.parametrize("align", ["global", "local-m", "local-p"])
+def test_a_tiny_model_learns_to_swap_neighbours(align, make_model):
+    model = make_model(align=align, window=2, embed=16, hidden=32, layers=1, init=0.1).float().train()
+    src, src_lengths, tgt_in, tgt_out = swapped_pairs(32, torch.Generator().manual_seed(0))
+    learns(model, src, src_lengths, tgt_in, tgt_out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The non-attentional base model (Luong et al. 2015, Table 1): model.attention.align = none
+
+
+@pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
+def test_base_model_outputs_the_top_lstm_state_and_zero_attention(input_feed, make_model):
+    """h̃_t = h_t (no context, no W_c), logits = W_s h_t; with input feeding h_{t-1} is fed back."""
+    model = make_model(align=NO_ATTENTION, input_feed=input_feed)
+    decoder = model.decoder
+    src, lengths = padded([5, 3, 1])
+    tgt_in = torch.randint(1, VOCAB, (3, 7))
+    with torch.no_grad():
+        _, (h, c) = model.encoder(src, lengths)
+        feed = torch.zeros(3, 1, 6, dtype=torch.float64)
+        logits = []
+        for t in range(7):
+            x = decoder.embed(tgt_in[:, t : t + 1])  # (batch, 1, embed)
+            feed, (h, c) = decoder.rnn(torch.cat([x, feed], dim=-1) if input_feed else x, (h, c))
+            logits.append(model.generator(feed))
+        got, weights = model(src, lengths, tgt_in)
+    torch.testing.assert_close(got, torch.cat(logits, dim=1), rtol=1e-12, atol=1e-12)
+    assert weights.shape == (3, 7, 5)
+    assert (weights == 0).all()
+
+
+def test_base_model_has_no_attention_parameters(make_model):
+    base = dict(make_model(align=NO_ATTENTION).named_parameters())
+    assert not [name for name in base if name.startswith(("decoder.attention.", "decoder.W_c"))]
+    # the dot scorer has no parameters, so the attentional model has exactly W_c (hidden x 2 hidden) more
+    dot = dict(make_model(score="dot", align="global").named_parameters())
+    assert set(dot) - set(base) == {"decoder.W_c.weight"}
+    assert sum(p.numel() for p in dot.values()) - sum(p.numel() for p in base.values()) == 6 * 12
+
+
+def test_no_attention_is_not_an_alignment_mode_and_a_typo_lists_every_choice(make_model):
+    assert NO_ATTENTION not in ALIGNMENTS  # the attention tests' weights sum to one over ALIGNMENTS
+    with pytest.raises(ConfigError, match=r"choose one of global, local-m, local-p, none \(did you mean 'none'\?\)"):
+        make_model(align="nnoe")
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_search_on_the_base_model_scores_what_teacher_forcing_scores(beam, make_model):
+    model = make_model(align=NO_ATTENTION)
+    src, lengths = padded([5, 3, 1])
+    with torch.no_grad():
+        found = decode(model, src, lengths, config=DecodeConfig(beam=beam, n_best=beam, max_len_ratio=2.0))
+        for b, hypotheses in enumerate(found):
+            assert len(hypotheses) == beam
+            for hyp in hypotheses:
+                tgt_in = torch.tensor([[BOS, *hyp.tokens]])
+                log_probs, _ = forced(model, src[b : b + 1, : lengths[b]], lengths[b : b + 1], tgt_in)
+                expected = log_probs[0].gather(1, torch.tensor([[*hyp.tokens, EOS]]).T).sum()
+                assert hyp.log_prob == pytest.approx(expected.item(), abs=1e-9)
+                assert hyp.attention.shape == (len(hyp.tokens), lengths[b]) and (hyp.attention == 0).all()
+
+
+@pytest.mark.parametrize("reverse_source", [False, True], ids=["base", "reverse"])
+def test_a_tiny_base_model_learns_to_copy(reverse_source, make_model):
+    """Without attention the whole source must pass through the encoder's final state."""
+    model = make_model(align=NO_ATTENTION, reverse_source=reverse_source, embed=16, hidden=32, layers=1, init=0.1)
+    model = model.float().train()
+    src, src_lengths, _, _ = swapped_pairs(32, torch.Generator().manual_seed(0))
+    tgt_out = src  # the words, EOS, padding
+    tgt_in = torch.cat([torch.full((32, 1), BOS), src.masked_fill(src == EOS, PAD)[:, :-1]], dim=1)
+    learns(model, src, src_lengths, tgt_in, tgt_out)
