@@ -459,3 +459,18 @@ def test_cli_mismatched_references_and_missing_checkpoint(corpus, tmp_path, caps
     assert align_cli.main(args) == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert "missing.pt: no such checkpoint" in line
+
+
+def test_cli_refuses_a_model_without_attention(corpus, words, tmp_path, capsys):
+    config = Config(model=ModelConfig(embed=8, hidden=8, layers=1, attention=AttentionConfig(align="none")))
+    model = Seq2Seq(config=config.model, src_vocab=words.vocab_size, tgt_vocab=words.vocab_size)
+    tokenizers = {"src": words.to_state(), "tgt": words.to_state()}
+    path = tmp_path / "base.pt"
+    save_checkpoint(path, {"config": to_dict(config), "model": model.state_dict(), "tokenizers": tokenizers})
+    args = align(corpus, tmp_path / "out", "--tgt", corpus["tgt"])
+    args[1] = str(path)
+    assert align_cli.main(args) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith("nmt-align: error: ") and "base.pt: this model has no attention" in line, line

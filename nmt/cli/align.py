@@ -24,6 +24,7 @@ from nmt.align import (
     write_alignments,
     write_heatmaps,
 )
+from nmt.attention import NO_ATTENTION
 from nmt.checkpoint import LoadedModel, load_model
 from nmt.cli.common import add_common_args, run
 from nmt.cli.translate import read_lines, resolve_device
@@ -127,6 +128,11 @@ def _align(args: argparse.Namespace) -> int:
     except OSError as err:
         raise NMTError(f"{out}: cannot make the output directory ({err.strerror or err}); use another --out") from err
     loaded = load_model(args.checkpoint, device=resolve_device(args.device))
+    if loaded.config.model.attention.align == NO_ATTENTION:
+        raise NMTError(
+            f"{args.checkpoint}: this model has no attention (model.attention.align: {NO_ATTENTION}), so it "
+            "gives no alignments; align with a model trained with attention"
+        )
     _check_source_lengths(args.src, sources, loaded)
     tokenizers = loaded.src_tokenizer, loaded.tgt_tokenizer
     if references is not None:
