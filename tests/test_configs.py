@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from nmt.attention import ALIGNMENTS, SCORERS
+from nmt.attention import ALIGNMENTS, NO_ATTENTION, SCORERS
 from nmt.config import load_config, to_dict
 from nmt.data import read_split
 from nmt.model import Seq2Seq
@@ -51,6 +51,19 @@ PAPER = {
 }
 # What the files of one family may differ in: what their names say, and where they save.
 NAMED_BY_FILE = {"model.attention.score", "model.attention.align", "model.input_feed", "train.save_dir"}
+# Table 1's first two rows come before dropout, so they train 10 epochs, halving after the 5th (§4.1).
+NO_DROPOUT = {"model.dropout": 0.0, "train.max_epochs": 10, "train.halve_after_epoch": 5}
+BEFORE_DROPOUT = {"base": NO_DROPOUT | {"model.reverse_source": False}, "base_reverse": NO_DROPOUT}
+# Table 1 top to bottom: each row's file and the keys it changes from the row above (save_dir aside).
+TABLE1 = {
+    "base": set(),
+    "base_reverse": {"model.reverse_source"},
+    "base_reverse_dropout": set(NO_DROPOUT),
+    "global_location_nofeed": {"model.attention.score", "model.attention.align"},
+    "global_location": {"model.input_feed"},
+    "local_p_general": {"model.attention.score", "model.attention.align"},
+    "local_p_general_unk": {"decode.replace_unk"},
+}
 
 
 def flat(config: Any) -> dict[str, Any]:
@@ -95,14 +108,14 @@ def test_every_config_loads_and_its_model_runs_at_a_tiny_size(path):
 
 
 def test_the_families_are_there():
-    assert len(LUONG) == 10
+    assert len(LUONG) == 13
     assert len(MULTI30K) == len(SCORERS) * len(ALIGNMENTS) + 1
 
 
 @pytest.mark.parametrize("path", LUONG, ids=lambda p: p.stem)
 def test_luong2015_configs_hold_the_papers_settings(path):
     values = flat(load_config(path))
-    assert {key: values[key] for key in PAPER} == PAPER
+    assert {key: values[key] for key in PAPER} == PAPER | BEFORE_DROPOUT.get(path.stem, {})
     assert values["train.save_dir"] == f"runs/luong2015/{path.stem}"
 
 
@@ -114,10 +127,20 @@ def test_luong2015_configs_differ_only_in_what_their_names_say():
             NAMED_BY_FILE
             | {"decode.replace_unk"}
             | ({"model.attention.max_src_len"} if "location" in path.stem else set())
+            | set(BEFORE_DROPOUT.get(path.stem, {}))
         )
         assert differing(values, base) <= allowed, path.name
-        assert values["model.input_feed"] == ("nofeed" not in path.stem)
+        attends = values["model.attention.align"] != NO_ATTENTION
+        assert attends == (not path.stem.startswith("base")), path.name
+        assert values["model.input_feed"] == (attends and "nofeed" not in path.stem)
         assert values["decode.replace_unk"] == path.stem.endswith("_unk")
+
+
+def test_luong2015_table1_rows_each_add_one_thing_to_the_row_above():
+    for above, stem in itertools.pairwise(TABLE1):
+        values = flat(load_config(ROOT / f"configs/luong2015/{stem}.yaml"))
+        previous = flat(load_config(ROOT / f"configs/luong2015/{above}.yaml"))
+        assert differing(values, previous) == TABLE1[stem] | {"train.save_dir"}, stem
 
 
 def test_luong2015_unk_replacement_row_is_the_same_model_decoded_differently():
