@@ -14,9 +14,14 @@ and the data position (epoch, batches done). Batch order depends on ``(seed, epo
 (:class:`nmt.data.BucketBatcher`), so a resumed run skips the batches already done and
 continues with the same parameters, gradients and dropout masks as an uninterrupted run.
 
-Distributed training: the batcher shards each epoch by ``rank`` / ``world_size``, and only
-rank 0 (``is_main``) writes files; wrapping the model for DistributedDataParallel and
-averaging validation across ranks remain to be added.
+Data parallelism (:mod:`nmt.distributed`, under torchrun): the batcher gives each rank a disjoint
+shard of every epoch's batches, the model is wrapped in DistributedDataParallel, and each rank
+divides its loss by all ranks' sentences (times the world size, as DDP averages), so an update
+equals one single-process update on the union of the ranks' batches. Dev perplexity is sharded
+and all-reduced, so every rank sees the same number (it drives the best checkpoint, the plateau
+schedule and early stopping); greedy BLEU is decoded on rank 0 alone while the others wait at
+their next collective. Only rank 0 writes checkpoints, metrics and the config; a checkpoint keeps
+every rank's RNG state and resumes with any number of ranks that divides the data the same way.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from nmt.data import (
     iterate_batches,
     read_split,
 )
+from nmt.distributed import ONE_PROCESS, Ranks, accumulating, moved_position
 from nmt.errors import NMTError
 from nmt.evaluate import validation_bleu
 from nmt.model import Seq2Seq
@@ -178,31 +184,39 @@ def train_step(
     clip_norm: float,
     autocast: Callable[[], contextlib.AbstractContextManager],
     scaler: torch.amp.GradScaler,
+    ranks: Ranks = ONE_PROCESS,
 ) -> StepResult | None:
     """One update from ``batches`` (already on the model's device); None if a loss or gradient was not finite.
 
     The loss of each batch is its summed NLL over the sentences of all batches, so k batches of b
     sentences give the gradient of one batch of k·b. A skipped update leaves parameters untouched.
+
+    Under data parallelism ``model`` is wrapped by :meth:`Ranks.wrap`, which averages the ranks'
+    gradients; dividing by all ranks' sentences over the world size makes the update equal one
+    on the union of every rank's batches. The result counts all ranks' batches, and every rank
+    decides the same way whether to skip (the summed NLL is non-finite on all if on one).
     """
-    sentences = sum(b.n_sentences for b in batches)
+    (sentences,) = ranks.sum([sum(b.n_sentences for b in batches)])
+    divisor = sentences / ranks.world_size  # DDP averages gradients over the ranks
     optimizer.zero_grad(set_to_none=True)
-    nll = 0.0
-    for batch in batches:
-        with autocast():
-            logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)  # (batch, tgt_len, vocab)
-        loss = summed_nll(logits, batch.tgt_out)
-        value = loss.item()
-        if not math.isfinite(value):
-            return None
-        scaler.scale(loss / sentences).backward()
-        nll += value
+    losses = []
+    for i, batch in enumerate(batches):
+        with accumulating(model, last=i == len(batches) - 1):
+            with autocast():
+                logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)  # (batch, tgt_len, vocab)
+            loss = summed_nll(logits, batch.tgt_out)
+            scaler.scale(loss / divisor).backward()  # every rank runs every backward: DDP syncs in it
+        losses.append(loss.detach())
+    nll, tokens = ranks.sum([float(torch.stack(losses).sum()), sum(b.n_tgt_tokens for b in batches)])
+    if not math.isfinite(nll):
+        return None
     scaler.unscale_(optimizer)
     grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), clip_norm))
     if not math.isfinite(grad_norm) and not scaler.is_enabled():  # fp16's scaler skips such steps itself
         return None
     scaler.step(optimizer)
     scaler.update()
-    return StepResult(nll, sum(b.n_tgt_tokens for b in batches), sentences, grad_norm)
+    return StepResult(nll, int(tokens), int(sentences), grad_norm)
 
 
 @torch.no_grad()
@@ -212,8 +226,12 @@ def dev_perplexity(
     *,
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager],
+    ranks: Ranks = ONE_PROCESS,
 ) -> float:
-    """exp(summed NLL / predicted tokens) over ``batches``; the model is left in eval mode."""
+    """exp(summed NLL / predicted tokens) over ``batches`` of all ranks; the model is left in eval mode.
+
+    Each rank passes its own share of the split; every rank returns the same number.
+    """
     model.eval()
     nll, tokens = 0.0, 0
     for batch in batches:
@@ -228,7 +246,7 @@ def dev_perplexity(
             ) from err
         nll += summed_nll(logits, batch.tgt_out).item()
         tokens += batch.n_tgt_tokens
-    return perplexity(nll, tokens)
+    return perplexity(*ranks.sum([nll, tokens]))
 
 
 def perplexity(nll: float, tokens: int) -> float:
@@ -441,7 +459,9 @@ class Trainer:
         config: the resolved configuration.
         resume: continue from ``<save_dir>/last.pt``; without it the run directory must hold no checkpoint.
         stop: once set (e.g. by a signal handler), training checkpoints after the current update and returns.
-        rank, world_size: this process's place among data-parallel workers; only rank 0 writes files.
+            Under data parallelism it is enough to set it on one rank: all stop after the same update.
+        ranks: this process's place among data-parallel processes (from :func:`nmt.distributed.process_group`);
+            only rank 0 writes files.
     """
 
     def __init__(
@@ -450,8 +470,7 @@ class Trainer:
         config: Config,
         resume: bool = False,
         stop: threading.Event | None = None,
-        rank: int = 0,
-        world_size: int = 1,
+        ranks: Ranks = ONE_PROCESS,
     ) -> None:
         check_train_config(config.train)
         check_model_config(config.model)
@@ -461,8 +480,8 @@ class Trainer:
         self.save_dir = Path(self.tc.save_dir)
         make_run_dir(self.save_dir)
         self.stop = stop or threading.Event()
-        self.rank, self.world_size, self.is_main = rank, world_size, rank == 0
-        self.device = pick_device(self.tc.device)
+        self.ranks, self.is_main = ranks, ranks.is_main
+        self.device = ranks.device(pick_device(self.tc.device))
         self.autocast = autocast_for(self.device, self.tc.precision)
         if self.tc.threads is not None and self.device.type == "cpu":
             torch.set_num_threads(self.tc.threads)
@@ -481,15 +500,8 @@ class Trainer:
         if restored is not None:
             tokenizers = tuple(tokenizer_from_state(restored["tokenizers"][side]) for side in ("src", "tgt"))
         max_src_len = config.model.attention.max_src_len if config.model.attention.score == "location" else None
-        self.corpus = prepare_corpus(config, tokenizers, max_src_len)
-        self.batcher = BucketBatcher(
-            lengths=self.corpus.train.lengths(),
-            batch_size=self.tc.batch_size,
-            max_tokens=self.tc.max_tokens,
-            seed=self.tc.seed,
-            rank=rank,
-            world_size=world_size,
-        )
+        self.corpus = self._prepare_corpus(tokenizers, max_src_len)
+        self.batcher = self._train_batcher(ranks)
         dev_batcher = BucketBatcher(
             lengths=self.corpus.dev.lengths(), batch_size=self.tc.batch_size, max_tokens=self.tc.max_tokens, seed=0
         )
@@ -510,6 +522,7 @@ class Trainer:
         self.checkpoint: Path | None = None
         if restored is not None:
             self._restore(restored)
+        self.network = ranks.wrap(self.model)  # what updates run through: the model, or its DDP wrapper
         if self.is_main:
             self._write_run_files()
         log.info(
@@ -519,7 +532,35 @@ class Trainer:
             self.tc.precision,
             len(self.corpus.train),
             len(self.batcher),
-            f" (rank {rank} of {world_size})" if world_size > 1 else "",
+            f" (rank {ranks.rank} of {ranks.world_size})" if ranks.world_size > 1 else "",
+        )
+
+    def _prepare_corpus(self, tokenizers: tuple[Tokenizer, Tokenizer] | None, max_src_len: int | None) -> Corpus:
+        """The corpus, with the same tokenizers on every rank.
+
+        Resuming, every rank has the checkpoint's tokenizers. A fresh run trains them on rank 0,
+        which also fills the token-id cache, while the others wait; they then take rank 0's
+        tokenizers and read the cache.
+        """
+        if tokenizers is not None:
+            return prepare_corpus(self.config, tokenizers, max_src_len)
+        corpus = prepare_corpus(self.config, None, max_src_len) if self.is_main else None
+        states = self.ranks.broadcast(
+            None if corpus is None else (corpus.src_tokenizer.to_state(), corpus.tgt_tokenizer.to_state())
+        )
+        if corpus is None:
+            corpus = prepare_corpus(self.config, tuple(map(tokenizer_from_state, states)), max_src_len)
+        return corpus
+
+    def _train_batcher(self, ranks: Ranks) -> BucketBatcher:
+        """The training batches of ``ranks.rank`` when ``ranks.world_size`` ranks share each epoch."""
+        return BucketBatcher(
+            lengths=self.corpus.train.lengths(),
+            batch_size=self.tc.batch_size,
+            max_tokens=self.tc.max_tokens,
+            seed=self.tc.seed,
+            rank=ranks.rank,
+            world_size=ranks.world_size,
         )
 
     # -- the loop --------------------------------------------------------------------------
@@ -586,12 +627,13 @@ class Trainer:
     def _update(self, group: Sequence[Batch]) -> StepResult | None:
         try:
             return train_step(
-                self.model,
+                self.network,
                 group,
                 self.optimizer,
                 clip_norm=self.tc.clip_norm,
                 autocast=self.autocast,
                 scaler=self.scaler,
+                ranks=self.ranks,
             )
         except torch.OutOfMemoryError as err:
             raise NMTError(
@@ -604,12 +646,13 @@ class Trainer:
         return collate([self.corpus.train[i] for i in index.tolist()], index).to(self.device)
 
     def _reason_to_stop(self) -> str | None:
-        """Why training must stop before the next update, if it must."""
+        """Why training must stop before the next update, if it must (the same answer on every rank)."""
+        stop = self.ranks.any(self.stop.is_set())  # a signal to one rank stops all after the same update
         if self.tc.max_steps is not None and self.step >= self.tc.max_steps:
             return "max_steps"
         if self.tc.patience is not None and self.best["bad_validations"] >= self.tc.patience:
             return f"early stopping (no better dev perplexity in {self.tc.patience} validations)"
-        if self.stop.is_set():
+        if stop:
             return "stop requested"
         return None
 
@@ -631,10 +674,15 @@ class Trainer:
     # -- validation ------------------------------------------------------------------------
 
     def _validate(self) -> bool:
-        """Dev perplexity (and greedy BLEU if asked); returns whether it is the best so far."""
-        ppl = dev_perplexity(self.model, self.dev_batches, device=self.device, autocast=self.autocast)
+        """Dev perplexity (and greedy BLEU if asked); returns whether it is the best so far.
+
+        Each rank scores its share of the dev batches and the sums are all-reduced, so every rank
+        takes the same decisions from the perplexity. BLEU, only reported, is decoded on rank 0.
+        """
+        shard = self.dev_batches[self.ranks.rank :: self.ranks.world_size]
+        ppl = dev_perplexity(self.model, shard, device=self.device, autocast=self.autocast, ranks=self.ranks)
         record: dict[str, Any] = {"event": "valid", "step": self.step, "epoch": self.epoch + 1, "dev_ppl": ppl}
-        if self.tc.valid_bleu:
+        if self.tc.valid_bleu and self.is_main:
             with self.autocast():
                 score = validation_bleu(
                     self.model,
@@ -684,28 +732,41 @@ class Trainer:
                 f"{path}: cannot resume with a different model, data or batch stream ({diffs}); "
                 "undo these overrides or start a new run"
             )
-        world = payload["data_position"]["world_size"]
-        if world != self.world_size:
-            raise NMTError(
-                f"{path}: written by {world} data-parallel workers, resumed with {self.world_size}; "
-                "the data position cannot be mapped between them"
-            )
         for key in changed:
             log.info("resuming with %s changed: %r -> %r", key, _lookup(old, key), _lookup(new, key))
         return payload
 
     def _restore(self, payload: dict[str, Any]) -> None:
+        position, world = payload["data_position"], self.ranks.world_size
+        saved_world = position["world_size"]
+        self.batches_done = moved_position(
+            self.save_dir / "last.pt",
+            done=position["batches_done"],
+            saved_world=saved_world,
+            saved_batches=len(self._train_batcher(Ranks(world_size=saved_world))) * saved_world,
+            world_size=world,
+            batches=len(self.batcher) * world,
+        )
+        if saved_world != world:
+            log.warning(
+                "resuming a run of %d data-parallel rank(s) with %d: batches per update %d -> %d",
+                saved_world,
+                world,
+                saved_world * self.tc.accum_steps,
+                world * self.tc.accum_steps,
+            )
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
-        set_rng_state(payload["rng"])
-        self.epoch = payload["data_position"]["epoch"]
-        self.batches_done = payload["data_position"]["batches_done"]
+        # Each rank draws its own dropout masks; with other ranks they cannot match the saved run's anyway.
+        same_ranks = saved_world == world and "rank_rng" in payload
+        set_rng_state(payload["rank_rng"][self.ranks.rank] if same_ranks else payload["rng"])
+        self.epoch = position["epoch"]
         self.step, self.best = payload["step"], payload["best"]
         log.info("resumed from step %d (epoch %d, %d batches into it)", self.step, self.epoch + 1, self.batches_done)
 
-    def _payload(self) -> dict[str, Any]:
+    def _payload(self, rank_rng: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "config": to_dict(self.config),
             "model": self.model.state_dict(),
@@ -713,17 +774,24 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
-            "data_position": {"epoch": self.epoch, "batches_done": self.batches_done, "world_size": self.world_size},
+            "rng": rank_rng[0],
+            "rank_rng": rank_rng,  # every rank's, in rank order
+            "data_position": {
+                "epoch": self.epoch,
+                "batches_done": self.batches_done,  # by each rank
+                "world_size": self.ranks.world_size,
+            },
             "step": self.step,
             "epoch": self.epoch,
             "best": dict(self.best),
         }
 
     def _save(self, *, best: bool) -> None:
+        rank_rng = self.ranks.gather(rng_state())
         if not self.is_main:
             return
-        self.checkpoint = save_run_checkpoint(self.save_dir, self._payload(), keep_last=self.tc.keep_last, best=best)
+        payload = self._payload(rank_rng)
+        self.checkpoint = save_run_checkpoint(self.save_dir, payload, keep_last=self.tc.keep_last, best=best)
         log.info("saved %s%s", self.checkpoint, " (best)" if best else "")
 
     def _write_run_files(self) -> None:

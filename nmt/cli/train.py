@@ -15,7 +15,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from nmt.cli.common import add_common_args, run
 from nmt.config import load_config
-from nmt.train import Progress, Trainer
+from nmt.distributed import process_group
+from nmt.train import Progress, Trainer, pick_device
 
 log = logging.getLogger("nmt.train")
 
@@ -30,6 +31,9 @@ examples:
 
   # continue a run from <train.save_dir>/last.pt (after Ctrl-C, a crash, or to train longer)
   nmt-train --config configs/quickstart.yaml --resume train.max_steps=4000
+
+  # data-parallel on the 4 GPUs of one machine (README: "Training on several GPUs or machines")
+  torchrun --nproc_per_node 4 --no-python nmt-train --config configs/wmt14_en_de.yaml
 
 the run directory (train.save_dir) receives config.yaml (the resolved config), metrics.jsonl
 (one JSON record per log interval and per validation), the tokenizer files, step_*.pt (the
@@ -62,10 +66,16 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     stop = threading.Event()
     received: list[str] = []
-    with _stop_on_signals(stop, received):
-        trainer = Trainer(config=config, resume=args.resume, stop=stop)
-        with logging_redirect_tqdm(), _ProgressBar(disable=args.quiet) as bar:
+    with (
+        process_group(pick_device(config.train.device)) as ranks,
+        _stop_on_signals(stop, received, escalate=ranks.world_size == 1),
+    ):
+        if not ranks.is_main:  # under torchrun rank 0 logs and draws progress for all; the others only warn
+            logging.getLogger().setLevel(logging.WARNING)
+        trainer = Trainer(config=config, resume=args.resume, stop=stop, ranks=ranks)
+        with logging_redirect_tqdm(), _ProgressBar(disable=args.quiet or not ranks.is_main) as bar:
             result = trainer.fit(on_progress=bar.update)
+        del trainer  # its DDP wrapper must go before the process group (see nmt.distributed.process_group)
     best = "none" if result.best_dev_ppl is None else f"{result.best_dev_ppl:.3f}"
     log.info("done: %d updates, best dev perplexity %s; checkpoints in %s", result.step, best, config.train.save_dir)
     if received:
@@ -76,14 +86,21 @@ def _train(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event, received: list[str]) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``stop`` (training checkpoints and returns); a second signal acts at once."""
+def _stop_on_signals(stop: threading.Event, received: list[str], *, escalate: bool = True) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` (training checkpoints and returns); a second signal acts at once.
+
+    Under torchrun (``escalate=False``) every signal only sets ``stop``: torchrun passes the
+    terminal's Ctrl-C on to its workers, which then see it twice, and kills them itself if they
+    have not exited 30 s (its default) after it was signalled.
+    """
 
     def handler(signum: int, frame: object) -> None:
         received.append(signal.Signals(signum).name)
-        log.warning("%s received: saving a checkpoint after this update (again to stop now)", received[-1])
+        again = " (again to stop now)" if escalate else ""
+        log.warning("%s received: saving a checkpoint after this update%s", received[-1], again)
         stop.set()
-        signal.signal(signum, SIGNALS[signum])
+        if escalate:
+            signal.signal(signum, SIGNALS[signum])
 
     if threading.current_thread() is not threading.main_thread():  # signals can only be handled there
         yield
