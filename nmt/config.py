@@ -107,6 +107,7 @@ class TrainConfig:
     max_epochs: int = 10
     valid_every: int = 500
     valid_bleu: bool = False
+    valid_heatmaps: int = 0  # draw attention heatmaps of the first N dev pairs at each validation (0: off)
     patience: int | None = None  # stop after this many validations without improvement
     max_nonfinite: int = 5  # stop after this many non-finite losses in a row (each such batch is skipped)
     keep_last: int = 3

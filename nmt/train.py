@@ -43,6 +43,7 @@ import yaml
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from nmt.align import write_validation_heatmaps
 from nmt.checkpoint import load_checkpoint, save_run_checkpoint
 from nmt.config import Config, ConfigError, ModelConfig, TrainConfig, choose, to_dict
 from nmt.data import (
@@ -692,6 +693,11 @@ class Trainer:
                     config=self.config.decode,
                 )
             record["dev_bleu"] = score.score
+        if self.tc.valid_heatmaps and self.is_main:
+            examples = [self.corpus.dev[i] for i in range(min(self.tc.valid_heatmaps, len(self.corpus.dev)))]
+            out = self.save_dir / "heatmaps" / f"step_{self.step:08d}"
+            tokenizers = self.corpus.src_tokenizer, self.corpus.tgt_tokenizer
+            record["heatmaps"] = str(write_validation_heatmaps(self.model, *tokenizers, examples, out))
         self.model.train()
         improved = ppl < self.best["dev_ppl"]
         if improved:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import threading
 from pathlib import Path
@@ -235,3 +236,12 @@ def test_location_scorer_drops_sources_it_cannot_read(corpus: Path, tmp_path: Pa
     src_lengths, _ = trainer.corpus.train.lengths()
     assert 0 < len(trainer.corpus.train) < 80 and int(src_lengths.max()) <= 10
     assert len(trainer.corpus.dev_references) == len(trainer.corpus.dev)
+
+
+def test_validation_writes_heatmaps_of_the_first_dev_pairs_when_asked(corpus: Path, tmp_path: Path) -> None:
+    Trainer(config=tiny_config(corpus, tmp_path, "train.valid_heatmaps=2", "train.max_steps=4")).fit()
+    (step_dir,) = (tmp_path / "heatmaps").iterdir()  # one validation, at step 4
+    assert step_dir.name == "step_00000004"
+    assert sorted(p.name for p in step_dir.iterdir()) == ["00001.png", "00002.png", "index.html"]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["heatmaps"] for r in records if r["event"] == "valid"] == [str(step_dir / "index.html")]
