@@ -39,12 +39,13 @@ import torch
 
 from nmt.checkpoint import load_model
 from nmt.cli.common import add_common_args, run
-from nmt.cli.translate import Translator, translate_lines, write_lines
+from nmt.cli.translate import write_lines
 from nmt.config import load_config
 from nmt.data import read_split
 from nmt.errors import NMTError
 from nmt.evaluate import corpus_scores
 from nmt.train import Trainer, pick_device
+from nmt.translate import Translator, translate_lines
 
 log = logging.getLogger("compare")
 
@@ -222,7 +223,7 @@ def _train_and_score(job: Job) -> dict[str, Any]:
     decode_config = dataclasses.replace(loaded.config.decode, beam=job.beam, n_best=1)
     translator = Translator(loaded.model, loaded.src_tokenizer, loaded.tgt_tokenizer, decode_config, {}, device)
     start = time.perf_counter()
-    outputs = translate_lines(test.src, translator, quiet=True)
+    outputs = translate_lines(test.src, translator)
     decode_s = time.perf_counter() - start
     hypotheses = [best.text for best, *_ in outputs]
     write_lines(hypotheses, str(job.run_dir / f"test.hyp.{config.data.tgt_lang}"))

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from test_cli_translate import WORDS, make_checkpoint
 
 from nmt import checkpoint
+from nmt import translate as translate_lib
 from nmt.cli import align, evaluate, sample, train, translate
 from nmt.config import AttentionConfig, DataConfig
 from nmt.data import Example, collate
@@ -329,7 +330,7 @@ def test_out_of_memory_while_translating_names_the_batch(paths, capsys, monkeypa
     def out_of_memory(*args: object, **kwargs: object) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(translate, "decode", out_of_memory)
+    monkeypatch.setattr(translate_lib, "decode", out_of_memory)
     argv = ["--checkpoint", f"{paths['dir']}/model.pt", "--batch-tokens", "100"]
     status, out, err = run_cli("nmt-translate", argv, b"the cat\na dog ran\n\n", capsys, monkeypatch)
     assert (status, out) == (1, "")

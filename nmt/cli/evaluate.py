@@ -21,7 +21,7 @@ from nmt.cli.translate import (
     check_output,
     load_translator,
     read_lines,
-    translate_lines,
+    translate_with_progress,
     write_lines,
 )
 from nmt.errors import NMTError
@@ -62,7 +62,7 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         translator = load_translator(args, n_best=1)
         sources = read_lines(args.src, replace_invalid=args.replace_invalid)
         _check_counts(args.src, sources, args.ref, references)
-        hypotheses = [best.text for (best,) in translate_lines(sources, translator, quiet=args.quiet)]
+        hypotheses = [best.text for (best,) in translate_with_progress(sources, translator, quiet=args.quiet)]
         if args.output:
             write_lines(hypotheses, args.output)
     for score in corpus_scores(hypotheses, references, metrics=args.metrics, tokenize=args.tokenize):

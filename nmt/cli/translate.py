@@ -29,35 +29,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
-import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 from nmt.checkpoint import load_model
 from nmt.cli.common import add_common_args, run
-from nmt.config import DecodeConfig
 from nmt.errors import NMTError
-from nmt.search import (
-    LENGTH_PENALTIES,
-    Decodable,
-    Ensemble,
-    Hypothesis,
-    check_config,
-    decode,
-    replace_unknowns,
-    source_words,
-)
-from nmt.tokenizer import EOS_ID, PAD_ID, Tokenizer
-
-log = logging.getLogger(__name__)
+from nmt.search import LENGTH_PENALTIES, Ensemble, check_config
+from nmt.translate import Output, Translator, translate_lines
 
 # DecodeConfig fields with an option of the same name; options left out keep the checkpoint's value
 _DECODE_FIELDS = (
@@ -72,17 +56,6 @@ _DECODE_FIELDS = (
     "replace_unk",
     "max_input_len",
 )
-
-
-class Translator(NamedTuple):
-    """What translating raw lines needs: a model (or ensemble), both tokenizers and the settings."""
-
-    model: Decodable
-    src_tokenizer: Tokenizer
-    tgt_tokenizer: Tokenizer
-    config: DecodeConfig
-    dictionary: Mapping[str, str]
-    device: torch.device
 
 
 def add_decode_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -134,7 +107,7 @@ def _translate(args: argparse.Namespace) -> int:
     check_output(args.output)
     translator = load_translator(args, n_best=args.n_best)
     lines = read_lines(args.input, replace_invalid=args.replace_invalid)
-    results = translate_lines(lines, translator, quiet=args.quiet)
+    results = translate_with_progress(lines, translator, quiet=args.quiet)
     if translator.config.n_best == 1:
         out = [best.text for best, *_ in results]
     else:
@@ -182,75 +155,10 @@ def load_translator(args: argparse.Namespace, *, n_best: int | None = None) -> T
     return Translator(model, first.src_tokenizer, first.tgt_tokenizer, config, dictionary, device)
 
 
-class Output(NamedTuple):
-    """One translation of one input line."""
-
-    text: str
-    score: float
-
-
-def translate_lines(lines: Sequence[str], translator: Translator, *, quiet: bool = False) -> list[list[Output]]:
-    """The ``n_best`` translations of every line, in input order (exactly ``n_best`` per line).
-
-    Lines are sorted by token length (longest first) and cut into batches of at most
-    ``batch_tokens`` padded source tokens; a progress bar on stderr counts sentences.
-    """
-    config = translator.config
-    limit = config.max_input_len
-    if getattr(translator.model, "max_src_len", None) is not None:
-        limit = min(limit, translator.model.max_src_len - 1)  # the EOS takes a position too
-    sources = [_source_ids(number, line, translator.src_tokenizer, limit) for number, line in enumerate(lines, 1)]
-    order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: -len(sources[i]))
-    results = [[Output("", 0.0)] * config.n_best] * len(lines)
-    with tqdm(total=len(order), unit="sent", file=sys.stderr, disable=quiet or None, leave=False) as bar:
-        for batch in _batches(order, sources, config.batch_tokens):
-            src = pad_sequence([torch.tensor(sources[i]) for i in batch], batch_first=True, padding_value=PAD_ID)
-            lengths = torch.tensor([len(sources[i]) for i in batch])
-            try:
-                hyps = decode(translator.model, src.to(translator.device), lengths.to(translator.device), config=config)
-            except torch.OutOfMemoryError as err:
-                raise NMTError(
-                    f"out of memory translating a batch of {len(batch)} lines of up to {len(sources[batch[0]])} tokens "
-                    f"(the longest is input line {batch[0] + 1}); lower --batch-tokens (now {config.batch_tokens}), "
-                    f"--beam (now {config.beam}) or --max-input-len (now {config.max_input_len})"
-                ) from err
-            for i, found in zip(batch, hyps, strict=True):
-                outputs = [Output(_detokenize(h, lines[i], sources[i], translator), h.score) for h in found]
-                results[i] = (outputs + [Output("", -math.inf)] * config.n_best)[: config.n_best]
-            bar.update(len(batch))
-    return results
-
-
-def _source_ids(number: int, line: str, tokenizer: Tokenizer, limit: int) -> list[int]:
-    """The model's input for ``line``: its ids, cut to ``limit`` tokens, plus EOS; [] for a blank line."""
-    ids = tokenizer.encode(line) if line.strip() else []
-    if len(ids) > limit:
-        log.warning("input line %d has %d tokens; translating its first %d", number, len(ids), limit)
-        ids = ids[:limit]
-    return [*ids, EOS_ID] if ids else []
-
-
-def _batches(order: list[int], sources: list[list[int]], batch_tokens: int) -> list[list[int]]:
-    """Cut ``order`` (longest first) into batches whose padded size stays within ``batch_tokens``."""
-    batches: list[list[int]] = []
-    for i in order:
-        if batches and (len(batches[-1]) + 1) * len(sources[batches[-1][0]]) <= batch_tokens:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
-def _detokenize(hypothesis: Hypothesis, line: str, source: list[int], translator: Translator) -> str:
-    """The hypothesis as raw text on one line (with unknown words replaced if asked)."""
-    tgt = translator.tgt_tokenizer
-    if translator.config.replace_unk:
-        src = translator.src_tokenizer
-        pieces = [src.id_to_piece(i) for i in source[:-1]]
-        text = replace_unknowns(hypothesis, source_words(line, pieces, src.kind), tgt, translator.dictionary)
-    else:
-        text = tgt.decode(hypothesis.tokens)
-    return " ".join(text.splitlines())  # no line break of any kind (\r, U+2028, U+0085, ...) may split the line
+def translate_with_progress(lines: Sequence[str], translator: Translator, *, quiet: bool) -> list[list[Output]]:
+    """:func:`nmt.translate.translate_lines` with a progress bar on stderr counting sentences."""
+    with tqdm(total=len(lines), unit="sent", file=sys.stderr, disable=quiet or None, leave=False) as bar:
+        return translate_lines(lines, translator, progress=bar.update)
 
 
 def read_lines(path: str | None, *, replace_invalid: bool = False) -> list[str]:
