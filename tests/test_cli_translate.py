@@ -168,6 +168,16 @@ def test_replace_unk_with_dictionary(tmp_path, word_tokenizer, capsys, monkeypat
     assert set(words) <= {"the", "zebra", "Katze"}  # source words, "cat" through the dictionary
 
 
+def test_replace_unk_needs_a_model_with_attention(tmp_path, word_tokenizer, capsys, monkeypatch) -> None:
+    path = make_checkpoint(tmp_path / "base.pt", word_tokenizer, attention=AttentionConfig(align="none"))
+    status, out, err = translate(["--checkpoint", str(path), "--replace-unk"], b"the cat\n", capsys, monkeypatch)
+    assert (status, out) == (1, "")
+    (line,) = err.splitlines()
+    assert "base.pt: --replace-unk copies the source word the attention points at" in line
+    status, out, _ = translate(["--checkpoint", str(path)], b"the cat\n", capsys, monkeypatch)
+    assert status == 0 and len(out.splitlines()) == 1  # without --replace-unk the base model translates
+
+
 def test_sentencepiece_checkpoint(tmp_path, capsys, monkeypatch) -> None:
     tokenizer = SentencePieceTokenizer.train(lines=TEXT * 20, config=DataConfig(vocab_size=40))
     path = str(make_checkpoint(tmp_path / "spm.pt", tokenizer, unk_bias=50.0))

@@ -148,6 +148,12 @@ def load_translator(args: argparse.Namespace, *, n_best: int | None = None) -> T
     check_config(config)
     if config.batch_tokens < 1 or config.max_input_len < 1:
         raise NMTError("--batch-tokens and --max-input-len must be positive")
+    for path, entry in zip(args.checkpoint, loaded, strict=True):
+        if config.replace_unk and not entry.model.decoder.attention.attends:
+            raise NMTError(
+                f"{path}: --replace-unk copies the source word the attention points at, but this model has no "
+                "attention (model.attention.align: none); translate without --replace-unk"
+            )
     if args.dict and not config.replace_unk:
         raise NMTError("--dict is only used with --replace-unk; add --replace-unk")
     model = first.model if len(loaded) == 1 else Ensemble(models=[entry.model for entry in loaded])
