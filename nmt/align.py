@@ -41,9 +41,6 @@ from nmt.model import Seq2Seq
 from nmt.search import check_config, decode
 from nmt.tokenizer import Tokenizer
 
-WORD_MARKER = "▁"  # sentencepiece's word-boundary marker: a piece starting with it opens a word
-WORD_MARKERS: dict[str, str | None] = {"sentencepiece": WORD_MARKER, "word": None}
-"""Tokenizer kind -> the marker of a word's first piece (None: every piece is a word)."""
 EOS_LABEL = "</s>"
 FORMATS = ("png", "svg")
 LINK = re.compile(r"(\d+)([-?p])(\d+)")
@@ -79,7 +76,7 @@ class SentenceAttention(NamedTuple):
     Attributes:
         src_text, tgt_text: the sentences as text.
         src_pieces, tgt_pieces: their pieces, EOS excluded.
-        src_words, tgt_words: the word index of every piece (see :func:`word_ids`).
+        src_words, tgt_words: the word index of every piece (see :func:`nmt.tokenizer.word_ids`).
         weights: ``(len(tgt_pieces) + 1, len(src_pieces) + 1)``: one row per target piece
             plus the EOS step, one column per source piece plus the source EOS.
     """
@@ -159,20 +156,6 @@ def alignment_scores(predicted: Sequence[Iterable[Link]], gold: Sequence[GoldAli
         sure=s,
         possible=p,
     )
-
-
-def word_ids(pieces: Sequence[str], *, marker: str | None = WORD_MARKER) -> list[int]:
-    """The word index of every piece.
-
-    A piece opens a new word if it is the first or starts with ``marker``; with
-    ``marker=None`` (word-level tokenizers) every piece is a word of its own.
-    """
-    ids, word = [], -1
-    for k, piece in enumerate(pieces):
-        if marker is None or k == 0 or piece.startswith(marker):
-            word += 1
-        ids.append(word)
-    return ids
 
 
 def _first_piece(pieces: Tensor) -> Tensor:
@@ -286,11 +269,6 @@ def translate_ids(
     return best
 
 
-def word_ids_of(tokenizer: Tokenizer, pieces: Sequence[str]) -> list[int]:
-    """:func:`word_ids` with the word marker of ``tokenizer``'s kind."""
-    return word_ids(pieces, marker=choose(WORD_MARKERS, tokenizer.kind, "tokenizer kind"))
-
-
 def _attention_of(
     model: Seq2Seq,
     tokenizers: tuple[Tokenizer, Tokenizer],
@@ -305,7 +283,7 @@ def _attention_of(
     for (src_text, tgt_text), (src, tgt), w in zip(texts, examples, weights, strict=True):
         src_pieces = [src_tok.id_to_piece(i) for i in src]
         tgt_pieces = [tgt_tok.id_to_piece(i) for i in tgt]
-        words = word_ids_of(src_tok, src_pieces), word_ids_of(tgt_tok, tgt_pieces)
+        words = src_tok.word_ids(src_pieces), tgt_tok.word_ids(tgt_pieces)
         result.append(SentenceAttention(src_text, tgt_text, src_pieces, tgt_pieces, *words, w))
     return result
 

@@ -321,23 +321,14 @@ class Ensemble:
         return log_probs, attention, EnsembleState(tuple(out[2] for out in outputs))
 
 
-_STARTS_WORD: dict[str, Callable[[str], bool]] = {
-    "sentencepiece": lambda piece: piece.startswith("▁"),
-    "word": lambda piece: True,
-}
-"""Tokenizer kind -> whether a source piece begins a new whitespace-separated word."""
+def source_words(text: str, pieces: Sequence[str], word_of: Sequence[int]) -> list[str]:
+    """The word of ``text`` that each of its ``pieces`` (as the model read them, maybe a prefix) belongs to.
 
-
-def source_words(text: str, pieces: Sequence[str], kind: str) -> list[str]:
-    """The word of ``text`` that each of its ``pieces`` (as the model read them, maybe a prefix) belongs to."""
-    starts_word = choose(_STARTS_WORD, kind, "tokenizer kind")
+    ``word_of`` is each piece's word index (``Tokenizer.word_ids``).
+    """
     words = text.split()
-    index, out = -1, []
-    for piece in pieces:
-        index += bool(starts_word(piece)) or index < 0
-        # a normalisation that splits words unlike str.split leaves the piece's own text
-        out.append(words[index] if index < len(words) else piece.lstrip("▁"))
-    return out
+    # a normalisation that splits words unlike str.split leaves the piece's own text
+    return [words[i] if i < len(words) else piece.lstrip("▁") for piece, i in zip(pieces, word_of, strict=True)]
 
 
 def replace_unknowns(

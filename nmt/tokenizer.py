@@ -37,6 +37,23 @@ EOS_ID = 3
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 
 
+WORD_MARKER = "▁"  # sentencepiece's word-boundary mark: a piece starting with it opens a word
+
+
+def word_ids(pieces: Sequence[str], *, marker: str | None = WORD_MARKER) -> list[int]:
+    """The word index of every piece.
+
+    A piece opens a new word if it is the first or starts with ``marker``; with
+    ``marker=None`` (word-level tokenizers) every piece is a word of its own.
+    """
+    ids, word = [], -1
+    for k, piece in enumerate(pieces):
+        if marker is None or k == 0 or piece.startswith(marker):
+            word += 1
+        ids.append(word)
+    return ids
+
+
 class Tokenizer(abc.ABC):
     """Text <-> ids; ids 0..3 are always PAD, UNK, BOS, EOS."""
 
@@ -75,11 +92,19 @@ class Tokenizer(abc.ABC):
         """The tokens the model sees for ``text``."""
         return [self.id_to_piece(i) for i in self.encode(text)]
 
+    word_marker: str | None = None
+    """The mark of a piece that opens a whitespace word (None: every piece is a word)."""
+
+    def word_ids(self, pieces: Sequence[str]) -> list[int]:
+        """The index of the whitespace word each of ``pieces`` belongs to (see :func:`word_ids`)."""
+        return word_ids(pieces, marker=self.word_marker)
+
 
 class SentencePieceTokenizer(Tokenizer):
     """A trained sentencepiece model (unigram or BPE), held as its serialized proto."""
 
     kind = "sentencepiece"
+    word_marker = WORD_MARKER
 
     def __init__(self, *, model_proto: bytes) -> None:
         self._proto = bytes(model_proto)

@@ -104,7 +104,8 @@ def _detokenize(hypothesis: Hypothesis, line: str, source: list[int], translator
     if translator.config.replace_unk:
         src = translator.src_tokenizer
         pieces = [src.id_to_piece(i) for i in source[:-1]]
-        text = replace_unknowns(hypothesis, source_words(line, pieces, src.kind), tgt, translator.dictionary)
+        piece_words = source_words(line, pieces, src.word_ids(pieces))
+        text = replace_unknowns(hypothesis, piece_words, tgt, translator.dictionary)
     else:
         text = tgt.decode(hypothesis.tokens)
     return " ".join(text.splitlines())  # no line break of any kind (\r, U+2028, U+0085, ...) may split the line

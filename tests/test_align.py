@@ -24,8 +24,6 @@ from nmt.align import (
     sentence_links,
     translated_attention,
     word_attention,
-    word_ids,
-    word_ids_of,
     write_alignments,
     write_heatmaps,
     write_validation_heatmaps,
@@ -37,7 +35,7 @@ from nmt.data import Example
 from nmt.errors import NMTError
 from nmt.model import Seq2Seq
 from nmt.search import decode
-from nmt.tokenizer import EOS_ID, SPECIALS, SentencePieceTokenizer, WordTokenizer
+from nmt.tokenizer import EOS_ID, SPECIALS, SentencePieceTokenizer, WordTokenizer, word_ids
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -286,7 +284,7 @@ def test_forced_attention_labels_pieces_and_words(words):
     (sentence,) = forced_attention(tiny_model(), words, words, ["the cat sat"], ["a zebra ran"])
     assert sentence.src_pieces == ["the", "cat", "sat"] and sentence.tgt_pieces == ["a", "<unk>", "ran"]
     assert sentence.tgt_words == [0, 1, 2] and sentence.weights.shape == (4, 4)
-    assert word_ids_of(words, ["▁a", "b"]) == [0, 1]
+    assert words.word_ids(["▁a", "b"]) == [0, 1]
 
 
 def test_empty_sentences_have_no_words_and_no_links(words):
@@ -302,7 +300,7 @@ def test_sentencepiece_words_follow_the_marker(tmp_path):
     tokenizer = SentencePieceTokenizer.train(lines=lines, config=DataConfig(vocab_size=40))
     pieces = [tokenizer.id_to_piece(i) for i in tokenizer.encode("the little houses")]
     assert len(pieces) > 3  # the small vocabulary splits words into pieces
-    ids = word_ids_of(tokenizer, pieces)
+    ids = tokenizer.word_ids(pieces)
     assert ids[-1] == 2 and [ids[k] for k in range(len(pieces)) if pieces[k].startswith("▁")] == [0, 1, 2]
 
 

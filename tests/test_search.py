@@ -23,7 +23,7 @@ from nmt.search import (
     replace_unknowns,
     source_words,
 )
-from nmt.tokenizer import BOS_ID, EOS_ID, UNK_ID, WordTokenizer
+from nmt.tokenizer import BOS_ID, EOS_ID, UNK_ID, WordTokenizer, word_ids
 
 A, B = 4, 5  # the fake's two words; ids 0-3 are PAD, UNK, BOS, EOS
 VOCAB = 6
@@ -326,8 +326,9 @@ def test_ensemble_step_averages_log_probs(make_model, sources) -> None:
 
 def test_source_words_for_sentencepiece_pieces() -> None:
     pieces = ["▁the", "▁Zür", "ich", "▁", "<unk>", "▁is"]
-    assert source_words("the Zürich ☃ is", pieces, "sentencepiece") == ["the", "Zürich", "Zürich", "☃", "☃", "is"]
-    assert source_words("the Zürich ☃ is far", pieces[:3], "sentencepiece") == ["the", "Zürich", "Zürich"]
+    ids = word_ids(pieces)
+    assert source_words("the Zürich ☃ is", pieces, ids) == ["the", "Zürich", "Zürich", "☃", "☃", "is"]
+    assert source_words("the Zürich ☃ is far", pieces[:3], ids[:3]) == ["the", "Zürich", "Zürich"]
 
 
 def test_replace_unknowns_by_hand() -> None:
@@ -340,7 +341,8 @@ def test_replace_unknowns_by_hand() -> None:
     attention[3, 5] = 0.6  # the second looks mostly at the source EOS_ID ...
     attention[3, 4] = 0.3  # ... which never counts, so at "Paris"
     hyp = Hypothesis(hyp_tokens, 0.0, 0.0, attention)
-    piece_words = source_words("the Zürich is in Paris", ["the", "Zürich", "is", "in", "Paris"], "word")
+    pieces = ["the", "Zürich", "is", "in", "Paris"]
+    piece_words = source_words("the Zürich is in Paris", pieces, words.word_ids(pieces))
     assert replace_unknowns(hyp, piece_words, words, {}) == "das Zürich in Paris"
     assert replace_unknowns(hyp, piece_words, words, {"Paris": "Paris!"}) == "das Zürich in Paris!"
     assert replace_unknowns(hyp._replace(tokens=[das, ist]), piece_words, words, {}) == "das ist"
