@@ -112,8 +112,8 @@ class Decoder(nn.Module):
         """The input-feeding loop: one LSTM step and one attention per target position."""
         hidden, cell, feed = list(state.hidden.unbind(0)), list(state.cell.unbind(0)), state.feed
         outputs, weights = [], []
-        for t in range(emb.size(1)):
-            x = torch.cat([emb[:, t], feed], dim=-1)  # (batch, embed + hidden)
+        for t, emb_t in enumerate(emb.unbind(1)):  # unbind: one backward for all steps, not one per slice
+            x = torch.cat([emb_t, feed], dim=-1)  # (batch, embed + hidden)
             out = lstm_step(self.rnn, x, hidden, cell)  # (batch, hidden); hidden, cell updated
             attentional, w = self._attend(out.unsqueeze(1), state.memory, state.step + t)
             feed = attentional.squeeze(1)

@@ -33,6 +33,7 @@ import torch
 import yaml
 from torch.nn.utils.rnn import pad_sequence
 
+from nmt.allocator import keep_freed_memory
 from nmt.attention import ALIGNMENTS, Attention
 from nmt.checkpoint import load_model
 from nmt.config import AttentionConfig, Config, DataConfig, DecodeConfig, ModelConfig, TrainConfig
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "attention" and (args.prep is None or args.work is None):
         parser.error(f"{args.command} needs --prep and --work")
     sys.path.insert(0, str(args.bench_dir))
+    keep_freed_memory()  # as the nmt-* commands do
     spec = yaml.safe_load((args.bench_dir / "model.yaml").read_text())
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from nmt.allocator import keep_freed_memory
 from nmt.errors import NMTError
 
 
@@ -20,7 +21,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    """Parse ``argv``, configure logging and call ``main``; user errors become one line and exit 1.
+    """Parse ``argv``, configure logging and the C heap (:func:`keep_freed_memory`) and call ``main``;
+    user errors become one line and exit 1.
 
     argparse itself exits with status 2 on usage errors; Ctrl-C exits with 130, and a reader
     that closes stdout early (``| head``) ends the command quietly with 141, like SIGPIPE.
@@ -33,6 +35,7 @@ def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentPars
         stream=sys.stderr,
         force=True,
     )
+    keep_freed_memory()
     try:
         return main(args)
     except NMTError as err:
