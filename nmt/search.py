@@ -246,11 +246,11 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
     k, batch = config.beam, src.size(0)
     device = src.device
     min_out, max_out = length_limits(src_lengths, config)
-    state = model.encode(src, src_lengths).index_select(torch.arange(batch, device=device).repeat_interleave(k))
+    state = model.encode(src, src_lengths)  # (batch,) rows until the first step has run
     alive = torch.arange(batch, device=device)  # (sents,): the live sentences
     scores = torch.full((batch, k), float("-inf"), device=device)  # (sents, k) cumulative log-probs
     scores[:, 0] = 0.0  # all k beams start identical: grow only the first
-    tokens = src.new_full((batch * k,), BOS_ID)  # rows are sentence-major: row = sent · k + beam
+    tokens = src.new_full((batch,), BOS_ID)  # after the first step, rows are sentence-major: sent · k + beam
     history = src.new_empty(batch * k, 0)  # (rows, step)
     attention = torch.empty(batch * k, 0, src.size(1), device=device)  # (rows, step, src_len)
     counts = torch.zeros(batch, dtype=torch.long, device=device)  # finished hypotheses per sentence
@@ -259,7 +259,9 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
     while alive.numel():
         sents = alive.numel()
         log_probs, weights, state = model.step(tokens, state)  # (rows, vocab), (rows, src_len)
-        row_sent = alive.repeat_interleave(k)
+        row_sent = alive.repeat_interleave(k)  # (rows,): each row's sentence
+        if step == 0:  # a sentence's k beams start identical: its one row ran, now it becomes k
+            log_probs, weights, state = log_probs[row_sent], weights[row_sent], state.index_select(row_sent)
         log_probs = _constrain(log_probs, step, history, min_out[row_sent], max_out[row_sent], config.no_repeat_ngram)
         vocab = log_probs.size(1)
         candidates = (scores.view(-1, 1) + log_probs).view(sents, k * vocab)
