@@ -131,6 +131,7 @@ class DecodeConfig:
     batch_tokens: int = 4000
     replace_unk: bool = False
     max_input_len: int = 250  # longer sources are translated from their first max_input_len tokens (warned)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA): autocast during search
 
 
 @dataclass

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from nmt.config import ConfigError, DecodeConfig, choose
+from nmt.precision import PRECISIONS, autocast_for
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 _EPS = 1e-9  # ratio · length is computed in floating point; 0.1 · 30 must give 3, not 3.0000000000000004
@@ -91,6 +92,7 @@ def length_limits(src_lengths: Tensor, config: DecodeConfig) -> tuple[Tensor, Te
 def check_config(config: DecodeConfig) -> None:
     """Reject settings search cannot honour, naming the ``decode.*`` key."""
     choose(LENGTH_PENALTIES, config.length_penalty, "decode.length_penalty")
+    choose(PRECISIONS, config.precision, "decode.precision")
     if config.beam < 1:
         raise ConfigError(f"decode.beam must be at least 1, got {config.beam}")
     if not 1 <= config.n_best <= config.beam:
@@ -105,9 +107,11 @@ def check_config(config: DecodeConfig) -> None:
 
 
 def decode(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: DecodeConfig) -> list[list[Hypothesis]]:
-    """Greedy search for ``config.beam == 1``, beam search otherwise (see those)."""
+    """Greedy search for ``config.beam == 1``, beam search otherwise (see those), under autocast
+    to ``config.precision``."""
     search = greedy_search if config.beam == 1 else beam_search
-    return search(model, src, src_lengths, config=config)
+    with autocast_for(src.device, config.precision, "decode.precision")():
+        return search(model, src, src_lengths, config=config)
 
 
 def repeated_ngrams(history: Tensor, n: int, vocab: int) -> Tensor:

@@ -60,6 +60,7 @@ from nmt.distributed import ONE_PROCESS, Ranks, accumulating, moved_position
 from nmt.errors import NMTError
 from nmt.evaluate import validation_bleu
 from nmt.model import Seq2Seq
+from nmt.precision import autocast_for
 from nmt.search import check_config
 from nmt.tokenizer import (
     PAD_ID,
@@ -77,9 +78,6 @@ OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], float], Optimizer]] = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr, fused=True),  # one kernel: 4x faster step on CPU
 }
 """``train.optimizer`` -> a constructor taking the parameters and the learning rate."""
-
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-"""``train.precision`` -> the autocast dtype (None: no autocast)."""
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -268,16 +266,6 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise NMTError("train.device=cuda, but this machine has no usable CUDA device; use train.device=cpu or auto")
     return torch.device(name)
-
-
-def autocast_for(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """A factory of autocast contexts for ``train.precision`` (fp16 only on CUDA)."""
-    dtype = choose(PRECISIONS, precision, "train.precision")
-    if dtype is torch.float16 and device.type != "cuda":
-        raise ConfigError("train.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    if dtype is None:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 def check_train_config(config: TrainConfig) -> None:

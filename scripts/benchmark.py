@@ -117,7 +117,14 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
     set_threads()
     loaded = load_model(args.work / "run" / "last.pt")
     d = spec["decode"]
-    config = DecodeConfig(beam=args.beam, n_best=1, length_penalty="none", max_len_ratio=1e9, max_len=d["max_len"])
+    config = DecodeConfig(
+        beam=args.beam,
+        n_best=1,
+        length_penalty="none",
+        max_len_ratio=1e9,
+        max_len=d["max_len"],
+        precision=args.precision,
+    )
     src_path = args.prep / f"test.{spec['data']['src_lang']}"
     snap = cpu_snapshot()
     start = time.perf_counter()
@@ -125,8 +132,7 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
     sources = [[*loaded.src_tokenizer.encode(line), EOS_ID] for line in lines]
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     outputs = [""] * len(lines)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode():
         for first in range(0, len(order), d["batch_size"]):
             rows = order[first : first + d["batch_size"]]
             src = pad_sequence([torch.tensor(sources[i]) for i in rows], batch_first=True, padding_value=PAD_ID)

@@ -197,6 +197,7 @@ def test_sentencepiece_checkpoint(tmp_path, capsys, monkeypatch) -> None:
         (["--beam", "2", "--n-best", "3"], b"a\n", "decode.n_best"),
         (["--dict", "x.tsv"], b"a\n", "--dict is only used with --replace-unk"),
         (["--device", "nonsense"], b"a\n", "--device 'nonsense'"),
+        (["--device", "cpu", "--precision", "fp16"], b"a\n", "decode.precision=fp16 needs a CUDA device"),
     ],
 )
 def test_user_errors_exit_1_with_one_message(checkpoint, capsys, monkeypatch, argv, data, message) -> None:
@@ -205,6 +206,14 @@ def test_user_errors_exit_1_with_one_message(checkpoint, capsys, monkeypatch, ar
     status, out, err = translate(argv, data, capsys, monkeypatch)
     assert (status, out) == (1, "")
     assert err.count("\n") == 1 and err.startswith("nmt-translate: error: ") and message in err
+
+
+def test_bf16_search_gives_a_line_for_every_line(checkpoint, capsys, monkeypatch) -> None:
+    argv = ["--checkpoint", checkpoint, "--precision", "bf16", "--min-len-ratio", "0.5"]
+    status, out, _ = translate(argv, b"the cat sat\n\na dog ran\n", capsys, monkeypatch)
+    assert status == 0
+    got = out.split("\n")
+    assert len(got) == 4 and got[0] and got[1] == "" and got[2] and got[3] == ""
 
 
 def test_bad_dictionary_line(checkpoint, tmp_path, capsys, monkeypatch) -> None:

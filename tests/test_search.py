@@ -220,6 +220,8 @@ def test_config_errors() -> None:
         beam_search(FakeModel(), *src, config=settings(beam=2, n_best=3))
     with pytest.raises(ConfigError, match="did you mean 'average'"):
         beam_search(FakeModel(), *src, config=settings(length_penalty="averag"))
+    with pytest.raises(ConfigError, match=r"decode\.precision: unknown value 'bf61'"):
+        beam_search(FakeModel(), *src, config=settings(precision="bf61"))
 
 
 # --- a small real model -------------------------------------------------------------------------
@@ -248,6 +250,18 @@ def test_beam_one_equals_greedy(make_model, sources, model_fields) -> None:
         assert g.tokens == b.tokens
         assert g.log_prob == pytest.approx(b.log_prob)
         torch.testing.assert_close(g.attention, b.attention)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_bf16_search_runs_the_model_in_bf16(make_model, sources, beam) -> None:
+    model = make_model(vocab=REAL).float()
+    src, lengths = sources
+    fp32 = decode(model, src, lengths, config=real_settings(beam=beam))
+    bf16 = decode(model, src, lengths, config=real_settings(beam=beam, precision="bf16"))
+    for (a, *_), (b, *_) in zip(fp32, bf16, strict=True):
+        assert a.log_prob != b.log_prob  # bf16 products: not the fp32 numbers
+        if a.tokens == b.tokens:
+            assert b.log_prob == pytest.approx(a.log_prob, abs=0.1)
 
 
 def test_alone_equals_in_batch(make_model, sources) -> None:

@@ -17,8 +17,9 @@ from nmt.config import Config, ConfigError, ModelConfig, TrainConfig, load_confi
 from nmt.data import Example, collate
 from nmt.errors import NMTError
 from nmt.model import Seq2Seq
+from nmt.precision import autocast_for
 from nmt.sample import write_sample_corpus
-from nmt.train import Halving, Plateau, Progress, Trainer, autocast_for, pick_device, train_step
+from nmt.train import Halving, Plateau, Progress, Trainer, pick_device, train_step
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from nmt.checkpoint import load_model
 from nmt.cli.common import add_common_args, run
 from nmt.errors import NMTError
+from nmt.precision import PRECISIONS
 from nmt.search import LENGTH_PENALTIES, Ensemble, check_config
 from nmt.translate import Output, Translator, translate_lines
 
@@ -55,6 +56,7 @@ _DECODE_FIELDS = (
     "batch_tokens",
     "replace_unk",
     "max_input_len",
+    "precision",
 )
 
 
@@ -73,6 +75,9 @@ def add_decode_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--no-repeat-ngram", type=int, metavar="N", help="never repeat an n-gram of this size")
     parser.add_argument("--batch-tokens", type=int, metavar="N", help="about N source tokens per batch")
     parser.add_argument("--max-input-len", type=int, metavar="N", help="translate longer lines from N tokens")
+    parser.add_argument(
+        "--precision", choices=list(PRECISIONS), help="fp32, or search under bf16 autocast (fp16: CUDA only)"
+    )
     parser.add_argument(
         "--replace-unk",
         action=argparse.BooleanOptionalAction,
