@@ -7,8 +7,9 @@
 # Needs: the harness directory in BENCH_DIR (default: ../shared/bench beside this repo),
 # its venv-onmt for bench.py's helpers (VENV_ONMT), and nmt installed in NMT_PYTHON's
 # environment (default: python3). Env overrides as in the harness: DATA_DIR, PREP_DIR,
-# BENCH_THREADS, BENCH_RESULTS, BENCH_GEMM_JSON; NMT_PRECISION (fp32 | bf16).
-# Output: WORKDIR/result.json (one JSON line, also appended to BENCH_RESULTS and printed).
+# BENCH_THREADS, BENCH_RESULTS, BENCH_GEMM_JSON; NMT_PRECISION (fp32 | bf16: training and decoding).
+# Output: WORKDIR/result.json (one JSON line, also appended to BENCH_RESULTS and printed), toolkit
+# "nmt" (fp32) or "nmt-bf16".
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,6 +29,7 @@ PREP_DIR="${PREP_DIR:-$WORK/prep}"
 export BENCH_THREADS="${BENCH_THREADS:-2}"
 export OMP_NUM_THREADS="$BENCH_THREADS" MKL_NUM_THREADS="$BENCH_THREADS"
 export BENCH_RESULTS="${BENCH_RESULTS:-$HOME/bench-run/results.jsonl}"
+PRECISION="${NMT_PRECISION:-fp32}"
 T=/usr/bin/time
 log() { echo "[peer_nmt $(date +%H:%M:%S)] $*" >&2; }
 
@@ -40,7 +42,7 @@ guard() { "$PY" "$BENCH/cpu_guard.py" --label "$1" >>"$WORK/guard.jsonl"; }
 BENCH_CMD=("$NMT_PY" "$HERE/benchmark.py" --bench-dir "$BENCH" --prep "$PREP_DIR" --work "$WORK")
 guard train
 log "train $STEPS steps (threads $BENCH_THREADS)"
-"$T" -v -o "$WORK/train.time" "${BENCH_CMD[@]}" train --steps "$STEPS" --precision "${NMT_PRECISION:-fp32}" \
+"$T" -v -o "$WORK/train.time" "${BENCH_CMD[@]}" train --steps "$STEPS" --precision "$PRECISION" \
   >"$WORK/train.stdout" 2>&1 \
   || { log "training failed, see $WORK/train.stdout"; tail -30 "$WORK/train.stdout" >&2; exit 1; }
 "$PY" "$BENCH/bench.py" train-summary "$WORK/steplog.json" >&2
@@ -50,11 +52,12 @@ TGT="$("$PY" "$BENCH/bench.py" get data.tgt_lang)"
 for BEAM in $("$PY" "$BENCH/bench.py" get decode.beams); do
   guard "decode_beam$BEAM"
   log "decode $TEST beam $BEAM"
-  "$T" -v -o "$WORK/decode.beam$BEAM.time" "${BENCH_CMD[@]}" decode --beam "$BEAM" >"$WORK/decode.beam$BEAM.log" 2>&1 \
+  "$T" -v -o "$WORK/decode.beam$BEAM.time" "${BENCH_CMD[@]}" decode --beam "$BEAM" --precision "$PRECISION" \
+    >"$WORK/decode.beam$BEAM.log" 2>&1 \
     || { log "decode failed, see $WORK/decode.beam$BEAM.log"; tail -30 "$WORK/decode.beam$BEAM.log" >&2; exit 1; }
   "$PY" "$BENCH/bench.py" score "$WORK/hyp.beam$BEAM.sp" "$DATA_DIR/$TEST.$TGT" \
     "$PREP_DIR/spm.$TGT.model" "$WORK/hyp.beam$BEAM.$TGT" >"$WORK/score.beam$BEAM.json"
   log "$(cut -c1-160 "$WORK/score.beam$BEAM.json")"
 done
 
-"$PY" "$BENCH/bench.py" collect "$WORK" nmt
+"$PY" "$BENCH/bench.py" collect "$WORK" "nmt$([ "$PRECISION" = fp32 ] || echo "-$PRECISION")"
