@@ -17,7 +17,7 @@ import sys
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's <malloc.h>
 _M_MMAP_THRESHOLD = -3
-_KEEP_BYTES = 1 << 32
+_KEEP_BYTES = 2**31 - 1  # the largest value mallopt's int takes: blocks below 2 GiB come from the heap
 
 
 def keep_freed_memory() -> bool:
@@ -31,4 +31,4 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):  # musl has no mallopt; find_library may find nothing
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES - 1) and mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES - 1))
+    return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES) and mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
