@@ -74,10 +74,8 @@ def gather_positions(states: Tensor, positions: Tensor) -> Tensor:
         ``(batch, tgt_len, window, dim)``.
     """
     batch, src_len, dim = states.shape
-    rows = torch.arange(batch, device=positions.device).view(-1, 1, 1) * src_len
-    return (
-        states.reshape(batch * src_len, dim).index_select(0, (positions + rows).flatten()).view(*positions.shape, dim)
-    )
+    flat = positions + torch.arange(batch, device=positions.device).view(-1, 1, 1) * src_len
+    return states.reshape(batch * src_len, dim).index_select(0, flat.flatten()).view(*positions.shape, dim)
 
 
 class Scorer(nn.Module):

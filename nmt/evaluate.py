@@ -19,7 +19,7 @@ from sacrebleu.metrics.base import Metric
 from nmt.config import DecodeConfig, choose
 from nmt.data import Batch
 from nmt.errors import NMTError
-from nmt.search import Decodable, greedy_search
+from nmt.search import Decodable, decode
 from nmt.tokenizer import Tokenizer
 
 
@@ -96,12 +96,12 @@ def validation_bleu(
             row's position in ``references``.
         references: the raw target sentences of the split, in order.
         tgt_tokenizer: turns output ids back into text.
-        config: length limits and penalties (``beam`` and ``n_best`` are taken as 1).
+        config: length limits, penalties and precision (``beam`` and ``n_best`` are taken as 1).
     """
     config = dataclasses.replace(config or DecodeConfig(), beam=1, n_best=1)
     hypotheses: list[str | None] = [None] * len(references)
     for batch in batches:
-        results = greedy_search(model, batch.src, batch.src_lengths, config=config)
+        results = decode(model, batch.src, batch.src_lengths, config=config)  # greedy, at decode.precision
         for position, (best,) in zip(batch.index.tolist(), results, strict=True):
             hypotheses[position] = tgt_tokenizer.decode(best.tokens)
     missing = [i for i, text in enumerate(hypotheses) if text is None]

@@ -19,9 +19,7 @@ PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat1
 """A precision's name -> its autocast dtype (None: no autocast)."""
 
 
-def autocast_for(
-    device: torch.device, precision: str, key: str = "train.precision"
-) -> Callable[[], contextlib.AbstractContextManager]:
+def autocast_for(device: torch.device, precision: str, *, key: str) -> Callable[[], contextlib.AbstractContextManager]:
     """A factory of autocast contexts for ``precision`` on ``device``; ``key`` names the setting in errors."""
     dtype = choose(PRECISIONS, precision, key)
     if dtype is torch.float16 and device.type != "cuda":

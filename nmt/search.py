@@ -110,7 +110,7 @@ def decode(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: Decode
     """Greedy search for ``config.beam == 1``, beam search otherwise (see those), under autocast
     to ``config.precision``."""
     search = greedy_search if config.beam == 1 else beam_search
-    with autocast_for(src.device, config.precision, "decode.precision")():
+    with autocast_for(src.device, config.precision, key="decode.precision")():
         return search(model, src, src_lengths, config=config)
 
 

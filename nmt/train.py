@@ -471,7 +471,7 @@ class Trainer:
         self.stop = stop or threading.Event()
         self.ranks, self.is_main = ranks, ranks.is_main
         self.device = ranks.device(pick_device(self.tc.device))
-        self.autocast = autocast_for(self.device, self.tc.precision)
+        self.autocast = autocast_for(self.device, self.tc.precision, key="train.precision")
         if self.tc.threads is not None and self.device.type == "cpu":
             torch.set_num_threads(self.tc.threads)
         if self.device.type == "cuda":

@@ -113,7 +113,7 @@ def test_accumulating_k_batches_equals_one_batch_of_k_times_b(k: int) -> None:
                 batches,
                 optimizer,
                 clip_norm=5.0,
-                autocast=autocast_for(torch.device("cpu"), "fp32"),
+                autocast=autocast_for(torch.device("cpu"), "fp32", key="train.precision"),
                 scaler=scaler,
             )
         )
@@ -133,9 +133,8 @@ def test_nonfinite_loss_skips_the_update() -> None:
     batch = collate(_examples(3, torch.Generator().manual_seed(0)), range(3))
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    result = train_step(
-        model, [batch], optimizer, clip_norm=5.0, autocast=autocast_for(torch.device("cpu"), "fp32"), scaler=scaler
-    )
+    autocast = autocast_for(torch.device("cpu"), "fp32", key="train.precision")
+    result = train_step(model, [batch], optimizer, clip_norm=5.0, autocast=autocast, scaler=scaler)
     assert result is None
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(tensor, before[name], rtol=0, atol=0, equal_nan=True, msg=name)
@@ -209,7 +208,7 @@ def test_cuda_where_there_is_none_is_a_clear_error() -> None:
         pick_device("cuda")
     assert pick_device("auto") == torch.device("cpu")
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
-        autocast_for(torch.device("cpu"), "fp16")
+        autocast_for(torch.device("cpu"), "fp16", key="train.precision")
     with pytest.raises(ConfigError, match="did you mean 'cuda'"):
         pick_device("cdua")
 
