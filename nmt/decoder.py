@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from nmt.attention import Memory, build_attention
 from nmt.config import ModelConfig
@@ -43,6 +45,15 @@ class DecoderState(NamedTuple):
             self.memory.index_select(index) if memory else self.memory,
             self.step,
         )
+
+
+def packed(padded: Tensor, lengths: Tensor) -> PackedSequence:
+    """The first ``lengths[b]`` positions of each row of ``padded`` ``(batch, len, ...)``, packed.
+
+    ``.data`` is ``(tokens, ...)``: time-major, and within each step the rows longest first
+    (``.sorted_indices``), so step t is the first ``.batch_sizes[t]`` rows of the sorted batch.
+    """
+    return pack_padded_sequence(padded, lengths.cpu(), batch_first=True, enforce_sorted=False)
 
 
 def lstm_step(rnn: nn.LSTM, x: Tensor, hidden: list[Tensor], cell: list[Tensor]) -> Tensor:
@@ -93,34 +104,61 @@ class Decoder(nn.Module):
         self.attention = build_attention(hidden=config.hidden, config=config.attention)
         self.W_c = nn.Linear(2 * config.hidden, config.hidden, bias=False) if self.attention.attends else None
 
-    def forward(self, tgt: Tensor, state: DecoderState) -> tuple[Tensor, Tensor, DecoderState]:
+    def forward(
+        self, tgt: Tensor, state: DecoderState, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, DecoderState | None]:
         """Run the decoder over ``tgt`` ``(batch, tgt_len)`` (previous target tokens).
+
+        With ``lengths`` ``(batch,)`` (teacher forcing) only the real positions are computed:
+        step t runs just the rows longer than t, so padding costs nothing, and the outputs
+        come in the order of :func:`packed` ``(tgt, lengths).data``; there is no state to go on from.
 
         Returns:
             h̃ ``(batch, tgt_len, hidden)`` (after dropout), attention weights
-            ``(batch, tgt_len, src_len)`` and the state after the last step.
+            ``(batch, tgt_len, src_len)`` and the state after the last step; with ``lengths``,
+            h̃ ``(tokens, hidden)``, weights ``(tokens, src_len)`` and None.
         """
-        emb = self.dropout(self.embed(tgt))  # (batch, tgt_len, embed)
-        if self.input_feed:
-            return self._feed_steps(emb, state)
-        out, (h, c) = self.rnn(emb, (state.hidden, state.cell))  # out: (batch, tgt_len, hidden)
-        attentional, weights = self._attend(out, state.memory, state.step)
-        new_state = DecoderState(h, c, attentional[:, -1], state.memory, state.step + tgt.size(1))
-        return attentional, weights, new_state
+        if not self.input_feed:
+            emb = self.dropout(self.embed(tgt))  # (batch, tgt_len, embed)
+            out, (h, c) = self.rnn(emb, (state.hidden, state.cell))  # out: (batch, tgt_len, hidden)
+            attentional, weights = self._attend(out, state.memory, state.step)
+            if lengths is not None:
+                return packed(attentional, lengths).data, packed(weights, lengths).data, None
+            return attentional, weights, DecoderState(h, c, attentional[:, -1], state.memory, state.step + tgt.size(1))
+        if lengths is None:
+            # unbind: one backward for all steps, not one per slice
+            return self._feed_steps(self.dropout(self.embed(tgt)).unbind(1), state, stack=True)
+        tokens = packed(tgt, lengths)
+        steps = self.dropout(self.embed(tokens.data)).split(tokens.batch_sizes.tolist())  # (rows_t, embed)
+        attentional, weights, _ = self._feed_steps(steps, state.index_select(tokens.sorted_indices), stack=False)
+        return attentional, weights, None
 
-    def _feed_steps(self, emb: Tensor, state: DecoderState) -> tuple[Tensor, Tensor, DecoderState]:
-        """The input-feeding loop: one LSTM step and one attention per target position."""
-        hidden, cell, feed = list(state.hidden.unbind(0)), list(state.cell.unbind(0)), state.feed
+    def _feed_steps(
+        self, steps: Sequence[Tensor], state: DecoderState, *, stack: bool
+    ) -> tuple[Tensor, Tensor, DecoderState]:
+        """The input-feeding loop: one LSTM step and one attention per target position.
+
+        Step t reads the embeddings ``steps[t]`` ``(rows_t, embed)`` and runs the first
+        ``rows_t`` rows of ``state`` (non-increasing: rows that have ended drop out). ``stack``
+        gives ``(batch, steps, ...)`` outputs (every step of every row); otherwise the steps'
+        rows are concatenated, ``(sum of rows_t, ...)``.
+        """
+        hidden, cell, feed, memory = list(state.hidden.unbind(0)), list(state.cell.unbind(0)), state.feed, state.memory
         outputs, weights = [], []
-        for t, emb_t in enumerate(emb.unbind(1)):  # unbind: one backward for all steps, not one per slice
-            x = torch.cat([emb_t, feed], dim=-1)  # (batch, embed + hidden)
-            out = lstm_step(self.rnn, x, hidden, cell)  # (batch, hidden); hidden, cell updated
-            attentional, w = self._attend(out.unsqueeze(1), state.memory, state.step + t)
+        for t, emb_t in enumerate(steps):
+            rows = emb_t.size(0)
+            if rows < feed.size(0):
+                hidden, cell, feed = [h[:rows] for h in hidden], [c[:rows] for c in cell], feed[:rows]
+                memory = Memory(*(m[:rows] for m in memory))
+            x = torch.cat([emb_t, feed], dim=-1)  # (rows, embed + hidden)
+            out = lstm_step(self.rnn, x, hidden, cell)  # (rows, hidden); hidden, cell updated
+            attentional, w = self._attend(out.unsqueeze(1), memory, state.step + t)
             feed = attentional.squeeze(1)
-            outputs.append(attentional)
-            weights.append(w)
-        new_state = DecoderState(torch.stack(hidden), torch.stack(cell), feed, state.memory, state.step + emb.size(1))
-        return torch.cat(outputs, dim=1), torch.cat(weights, dim=1), new_state
+            outputs.append(feed)
+            weights.append(w.squeeze(1))
+        new_state = DecoderState(torch.stack(hidden), torch.stack(cell), feed, memory, state.step + len(steps))
+        join = torch.stack if stack else torch.cat
+        return join(outputs, dim=int(stack)), join(weights, dim=int(stack)), new_state
 
     def _attend(self, out: Tensor, memory: Memory, first_step: int) -> tuple[Tensor, Tensor]:
         """h̃ = dropout(tanh(W_c [c_t; h_t])), or dropout(h_t) without attention, for ``out``

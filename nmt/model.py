@@ -52,17 +52,22 @@ class Seq2Seq(nn.Module):
         feed = states.new_zeros(src.size(0), self.config.hidden)
         return DecoderState(h, c, feed, memory, 0)
 
-    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Teacher forcing.
 
         Args:
             src: ``(batch, src_len)``; src_lengths: ``(batch,)``;
-            tgt_in: the target shifted right (BOS first), ``(batch, tgt_len)``.
+            tgt_in: the target shifted right (BOS first), ``(batch, tgt_len)``;
+            tgt_lengths: ``(batch,)`` true target lengths, to compute the real positions alone.
 
         Returns:
-            logits ``(batch, tgt_len, tgt_vocab)`` and attention ``(batch, tgt_len, src_len)``.
+            logits ``(batch, tgt_len, tgt_vocab)`` and attention ``(batch, tgt_len, src_len)``;
+            with ``tgt_lengths``, logits ``(tokens, tgt_vocab)`` and attention ``(tokens, src_len)``
+            of the real positions, in the order of :func:`nmt.decoder.packed` ``(tgt_out, tgt_lengths).data``.
         """
-        attentional, weights, _ = self.decoder(tgt_in, self.encode(src, src_lengths))
+        attentional, weights, _ = self.decoder(tgt_in, self.encode(src, src_lengths), tgt_lengths)
         return self.generator(attentional), weights
 
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, Tensor, DecoderState]:

@@ -131,6 +131,32 @@ def test_a_sentence_alone_equals_it_inside_a_padded_batch(score, align, input_fe
 
 
 @pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
+@pytest.mark.parametrize(("score", "align"), WITH_BASE, ids=WITH_BASE_IDS)
+def test_teacher_forcing_with_target_lengths_computes_the_real_positions_alone(score, align, input_feed, make_model):
+    """Packed: step by step, the longest rows first; the same logits, attention and gradients as padded."""
+    model = make_model(score=score, align=align, window=2, input_feed=input_feed)
+    src, src_lengths = padded([5, 3, 1, 4])
+    tgt_in, tgt_lengths = padded([4, 6, 2, 5], width=7)  # one column of padding beyond the longest
+    tgt_out = torch.randint(4, VOCAB, tgt_in.shape)
+    order = [(b, t) for t in range(7) for b in (1, 3, 0, 2) if t < tgt_lengths[b]]  # longest first at each step
+    rows, steps = map(list, zip(*order, strict=True))
+
+    logits, weights = model(src, src_lengths, tgt_in)
+    want_loss = F.cross_entropy(logits[rows, steps], tgt_out[rows, steps], reduction="sum")
+    want_grads = torch.autograd.grad(want_loss, list(model.parameters()), allow_unused=True)
+    got_logits, got_weights = model(src, src_lengths, tgt_in, tgt_lengths)
+    got_loss = F.cross_entropy(got_logits, tgt_out[rows, steps], reduction="sum")
+    got_grads = torch.autograd.grad(got_loss, list(model.parameters()), allow_unused=True)
+
+    torch.testing.assert_close(got_logits, logits[rows, steps], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_weights, weights[rows, steps], rtol=1e-12, atol=1e-12)
+    for got, want in zip(got_grads, want_grads, strict=True):
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
 def test_decoder_follows_the_equations(input_feed, make_model):
     """h_t = LSTM([y_{t-1}; h̃_{t-1}]) (§3.3), h̃_t = tanh(W_c [c_t; h_t]) (eq. 5), logits = W_s h̃_t,
     one ``nn.LSTM`` step at a time; without input feeding h̃_{t-1} is simply left out."""
