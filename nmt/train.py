@@ -56,6 +56,7 @@ from nmt.data import (
     iterate_batches,
     read_split,
 )
+from nmt.decoder import packed
 from nmt.distributed import ONE_PROCESS, Ranks, accumulating, moved_position
 from nmt.errors import NMTError
 from nmt.evaluate import validation_bleu
@@ -82,7 +83,15 @@ OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], float], Optimizer]] = {
 DEVICES = ("auto", "cpu", "cuda")
 
 # Config keys a resumed run must share with its checkpoint: they fix the model, the data and the batch stream.
-RESUME_FIXED = ("model.", "data.", "train.seed", "train.batch_size", "train.max_tokens", "train.accum_steps")
+RESUME_FIXED = (
+    "model.",
+    "data.",
+    "train.seed",
+    "train.batch_size",
+    "train.max_tokens",
+    "train.pool_factor",
+    "train.accum_steps",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,14 +174,12 @@ class StepResult(NamedTuple):
     grad_norm: float
 
 
-def summed_nll(logits: Tensor, tgt_out: Tensor) -> Tensor:
-    """The summed token NLL in float32 over all steps at once; PAD targets are ignored.
-
-    Args:
-        logits: ``(batch, tgt_len, vocab)``, any float dtype.
-        tgt_out: ``(batch, tgt_len)``.
-    """
-    return F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=PAD_ID, reduction="sum")
+def summed_nll(model: nn.Module, batch: Batch, autocast: Callable[[], contextlib.AbstractContextManager]) -> Tensor:
+    """The summed token NLL of ``batch`` in float32; the decoder steps, output layer and loss skip padding."""
+    lengths = batch.tgt_lengths
+    with autocast():
+        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in, lengths)  # (tokens, vocab)
+    return F.cross_entropy(logits.float(), packed(batch.tgt_out, lengths).data, reduction="sum")
 
 
 def train_step(
@@ -201,9 +208,7 @@ def train_step(
     losses = []
     for i, batch in enumerate(batches):
         with accumulating(model, last=i == len(batches) - 1):
-            with autocast():
-                logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)  # (batch, tgt_len, vocab)
-            loss = summed_nll(logits, batch.tgt_out)
+            loss = summed_nll(model, batch, autocast)
             scaler.scale(loss / divisor).backward()  # every rank runs every backward: DDP syncs in it
         losses.append(loss.detach())
     nll, tokens = ranks.sum([float(torch.stack(losses).sum()), sum(b.n_tgt_tokens for b in batches)])
@@ -236,14 +241,12 @@ def dev_perplexity(
     for batch in batches:
         batch = batch.to(device)
         try:
-            with autocast():
-                logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
+            nll += summed_nll(model, batch, autocast).item()
         except torch.OutOfMemoryError as err:
             raise NMTError(
                 f"out of memory validating {_describe([batch])}; lower train.batch_size (or train.max_tokens), "
                 "which size the dev batches too"
             ) from err
-        nll += summed_nll(logits, batch.tgt_out).item()
         tokens += batch.n_tgt_tokens
     return perplexity(*ranks.sum([nll, tokens]))
 
@@ -492,7 +495,10 @@ class Trainer:
         self.corpus = self._prepare_corpus(tokenizers, max_src_len)
         self.batcher = self._train_batcher(ranks)
         dev_batcher = BucketBatcher(
-            lengths=self.corpus.dev.lengths(), batch_size=self.tc.batch_size, max_tokens=self.tc.max_tokens, seed=0
+            tgt_lengths=self.corpus.dev.lengths()[1],
+            batch_size=self.tc.batch_size,
+            max_tokens=self.tc.max_tokens,
+            seed=0,
         )
         self.dev_batches = list(iterate_batches(self.corpus.dev, dev_batcher, epoch=0))
 
@@ -520,7 +526,7 @@ class Trainer:
             self.device,
             self.tc.precision,
             len(self.corpus.train),
-            len(self.batcher),
+            self.batcher.count(self.epoch),
             f" (rank {ranks.rank} of {ranks.world_size})" if ranks.world_size > 1 else "",
         )
 
@@ -544,9 +550,10 @@ class Trainer:
     def _train_batcher(self, ranks: Ranks) -> BucketBatcher:
         """The training batches of ``ranks.rank`` when ``ranks.world_size`` ranks share each epoch."""
         return BucketBatcher(
-            lengths=self.corpus.train.lengths(),
+            tgt_lengths=self.corpus.train.lengths()[1],
             batch_size=self.tc.batch_size,
             max_tokens=self.tc.max_tokens,
+            pool_factor=self.tc.pool_factor,
             seed=self.tc.seed,
             rank=ranks.rank,
             world_size=ranks.world_size,
@@ -556,7 +563,7 @@ class Trainer:
 
     def fit(self, on_progress: Callable[[Progress], None] | None = None) -> TrainResult:
         """Train until ``max_steps``, ``max_epochs``, early stopping or a stop request; checkpoint and return."""
-        steps_per_epoch = math.ceil(len(self.batcher) / self.tc.accum_steps)
+        steps_per_epoch = math.ceil(self.batcher.count(self.epoch) / self.tc.accum_steps)
         total = min(steps_per_epoch * self.tc.max_epochs, self.tc.max_steps or math.inf)
         window, nonfinite = _Window(), 0
         saved_step = validated_step = self.step
@@ -737,9 +744,9 @@ class Trainer:
             self.save_dir / "last.pt",
             done=position["batches_done"],
             saved_world=saved_world,
-            saved_batches=len(self._train_batcher(Ranks(world_size=saved_world))) * saved_world,
+            saved_batches=self._train_batcher(Ranks(world_size=saved_world)).count(position["epoch"]) * saved_world,
             world_size=world,
-            batches=len(self.batcher) * world,
+            batches=self.batcher.count(position["epoch"]) * world,
         )
         if saved_world != world:
             log.warning(

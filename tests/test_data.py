@@ -245,7 +245,7 @@ def all_batches(batcher_args: dict, world_size: int, epoch: int) -> list[list[to
     return [BucketBatcher(**batcher_args, rank=r, world_size=world_size).batches(epoch) for r in range(world_size)]
 
 
-lengths_strategy = st.lists(st.tuples(st.integers(1, 30), st.integers(1, 30)), min_size=1, max_size=120)
+lengths_strategy = st.lists(st.integers(1, 30), min_size=1, max_size=120)
 
 
 @settings(max_examples=60, deadline=None)
@@ -253,23 +253,31 @@ lengths_strategy = st.lists(st.tuples(st.integers(1, 30), st.integers(1, 30)), m
     lengths=lengths_strategy,
     batch_size=st.integers(1, 9),
     max_tokens=st.one_of(st.none(), st.integers(1, 80)),
+    pool_factor=st.one_of(st.none(), st.integers(1, 4)),
     world_size=st.integers(1, 4),
     epoch=st.integers(0, 3),
 )
-def test_every_pair_once_per_epoch_with_equal_shares(lengths, batch_size, max_tokens, world_size, epoch) -> None:
-    n = len(lengths)
-    src, tgt = (torch.tensor(side) for side in zip(*lengths, strict=True))
-    args = {"lengths": (src, tgt), "batch_size": batch_size, "max_tokens": max_tokens, "seed": 7}
+def test_every_pair_once_per_epoch_with_equal_shares(
+    lengths, batch_size, max_tokens, pool_factor, world_size, epoch
+) -> None:
+    n, tgt = len(lengths), torch.tensor(lengths)
+    args = {
+        "tgt_lengths": tgt,
+        "batch_size": batch_size,
+        "max_tokens": max_tokens,
+        "pool_factor": pool_factor,
+        "seed": 7,
+    }
     try:
         per_rank = all_batches(args, world_size, epoch)
     except NMTError as err:
         # only when splitting batches up to one pair each cannot reach a multiple of world_size
         assert "cannot be shared evenly" in str(err)
-        unsharded = len(BucketBatcher(**args))
-        assert -(-unsharded // world_size) * world_size > n
+        unsharded = BucketBatcher(**args)  # the batcher checks epoch 0 as it is built
+        assert any(-(-unsharded.count(e) // world_size) * world_size > n for e in (0, epoch))
         return
     assert len({len(b) for b in per_rank}) == 1  # the same number of batches for every rank
-    assert len(per_rank[0]) == len(BucketBatcher(**args, world_size=world_size))
+    assert len(per_rank[0]) == BucketBatcher(**args, world_size=world_size).count(epoch)
     seen = torch.cat([index for batches in per_rank for index in batches]).sort().values
     assert seen.tolist() == list(range(n))  # nothing dropped, nothing twice
     for index in (index for batches in per_rank for index in batches):
@@ -282,17 +290,35 @@ def test_every_pair_once_per_epoch_with_equal_shares(lengths, batch_size, max_to
 
 def test_batches_are_length_buckets() -> None:
     tgt = torch.tensor([5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 1, 5])
-    batcher = BucketBatcher(lengths=(tgt, tgt), batch_size=3, seed=0)
+    batcher = BucketBatcher(tgt_lengths=tgt, batch_size=3, seed=0)
     ranges = sorted((int(tgt[b].min()), int(tgt[b].max())) for b in batcher.batches(0))
     assert ranges == [(1, 2), (3, 5), (5, 7), (8, 10)]  # sorted by length, cut every 3
 
 
+def test_pools_mix_lengths_and_regroup_pairs_every_epoch() -> None:
+    tgt = torch.arange(1, 101)  # all lengths differ: a batch of one sorted pool spans batch_size - 1
+    spans, groups = {}, {}
+    for pool_factor in (None, 4, 1):
+        batcher = BucketBatcher(tgt_lengths=tgt, batch_size=5, pool_factor=pool_factor, seed=2)
+        batches = [batcher.batches(epoch) for epoch in (0, 1)]
+        spans[pool_factor] = sum(int(tgt[b].max() - tgt[b].min()) for b in batches[0]) / len(batches[0])
+        groups[pool_factor] = [{frozenset(b.tolist()) for b in epoch} for epoch in batches]
+        assert batcher.count(0) == batcher.count(1) == 20
+        for b in batches[0]:
+            assert torch.equal(tgt[b], tgt[b].sort().values)  # sorted within the batch
+    assert spans[None] == 4 and 4 < spans[4] < spans[1]  # one pool sorts all; a pool of 1 batch is random
+    assert groups[None][0] == groups[None][1]  # distinct lengths: the same batches every epoch
+    assert groups[4][0] != groups[4][1] and groups[1][0] != groups[1][1]
+    tied = BucketBatcher(tgt_lengths=torch.full((20,), 7), batch_size=5, seed=2)  # one sorted pool, equal lengths
+    assert {frozenset(b.tolist()) for b in tied.batches(0)} != {frozenset(b.tolist()) for b in tied.batches(1)}
+
+
 def test_epochs_are_deterministic_and_differ() -> None:
     torch.manual_seed(0)
-    lengths = (torch.randint(1, 20, (200,)), torch.randint(1, 20, (200,)))
-    batcher = BucketBatcher(lengths=lengths, batch_size=8, seed=3)
-    again = BucketBatcher(lengths=lengths, batch_size=8, seed=3)
-    other_seed = BucketBatcher(lengths=lengths, batch_size=8, seed=4)
+    lengths = torch.randint(1, 20, (200,))
+    batcher = BucketBatcher(tgt_lengths=lengths, batch_size=8, seed=3)
+    again = BucketBatcher(tgt_lengths=lengths, batch_size=8, seed=3)
+    other_seed = BucketBatcher(tgt_lengths=lengths, batch_size=8, seed=4)
 
     def as_lists(batches):
         return [b.tolist() for b in batches]
@@ -304,16 +330,16 @@ def test_epochs_are_deterministic_and_differ() -> None:
 
 
 def test_sharding_errors() -> None:
-    lengths = (torch.tensor([1, 2]), torch.tensor([1, 2]))
+    lengths = torch.tensor([1, 2])
     with pytest.raises(NMTError, match="cannot be shared evenly among 3 ranks"):
-        BucketBatcher(lengths=lengths, batch_size=4, seed=0, world_size=3)
+        BucketBatcher(tgt_lengths=lengths, batch_size=4, seed=0, world_size=3)
     with pytest.raises(NMTError, match="rank 2 is outside"):
-        BucketBatcher(lengths=lengths, batch_size=4, seed=0, rank=2, world_size=2)
+        BucketBatcher(tgt_lengths=lengths, batch_size=4, seed=0, rank=2, world_size=2)
 
 
 def test_iterate_batches_collates_the_right_pairs() -> None:
     pairs = pairs_of_lengths([1, 2, 3, 4, 5], [2, 2, 3, 3, 1])
-    batcher = BucketBatcher(lengths=pairs.lengths(), batch_size=2, seed=1)
+    batcher = BucketBatcher(tgt_lengths=pairs.lengths()[1], batch_size=2, seed=1)
     batches = list(iterate_batches(pairs, batcher, epoch=0))
     assert sorted(int(i) for b in batches for i in b.index) == [0, 1, 2, 3, 4]
     for batch in batches:
