@@ -101,7 +101,7 @@ class TrainConfig:
     halve_after_epoch: int = 5  # 'halving': halve the lr every epoch after this one
     batch_size: int = 64  # sentences per batch (used when max_tokens is None)
     max_tokens: int | None = None  # or about this many target tokens per batch
-    pool_factor: int | None = 1  # batches sorted by length together (1: random batches; None: the whole corpus)
+    pool_factor: int | None = None  # batches sorted by length together (None: the whole corpus; 1: random batches)
     accum_steps: int = 1
     clip_norm: float = 5.0
     max_steps: int | None = None
