@@ -109,9 +109,10 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, Tensor, DecoderState | None]:
         """Run the decoder over ``tgt`` ``(batch, tgt_len)`` (previous target tokens).
 
-        With ``lengths`` ``(batch,)`` (teacher forcing) only the real positions are computed:
-        step t runs just the rows longer than t, so padding costs nothing, and the outputs
-        come in the order of :func:`packed` ``(tgt, lengths).data``; there is no state to go on from.
+        With ``lengths`` ``(batch,)`` (teacher forcing) only the real positions come out, in the
+        order of :func:`packed` ``(tgt, lengths).data``, and there is no state to go on from. With
+        input feeding, step t runs just the rows longer than t, so padding costs nothing; without
+        it, the one LSTM call and the attention run over the padded batch and only h̃ is packed.
 
         Returns:
             h̃ ``(batch, tgt_len, hidden)`` (after dropout), attention weights
