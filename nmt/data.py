@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import pickle
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,8 @@ def read_text_pair(src_path: Path, tgt_path: Path, *, replace_invalid: bool = Fa
     """Line-aligned source and target files; their line counts must agree."""
     src = read_lines(src_path, replace_invalid=replace_invalid)
     tgt = read_lines(tgt_path, replace_invalid=replace_invalid)
+    if not src:
+        raise NMTError(f"{src_path}: empty corpus (no lines)")
     if len(src) != len(tgt):
         raise NMTError(
             f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
@@ -98,34 +101,35 @@ def read_text_pair(src_path: Path, tgt_path: Path, *, replace_invalid: bool = Fa
     return ParallelText(src, tgt, f"{src_path} + {tgt_path}")
 
 
-def read_lines(path: Path, *, replace_invalid: bool = False) -> list[str]:
-    """The lines of a UTF-8 text file (LF or CRLF endings; a final newline is optional).
+def read_lines(
+    path: str | Path | None, *, replace_invalid: bool = False, remedy: str = "set data.replace_invalid=true"
+) -> list[str]:
+    """The lines of a UTF-8 text file, or of stdin when ``path`` is None (LF or CRLF endings; a
+    final newline is optional; a leading byte-order mark is dropped).
 
-    Invalid UTF-8 is an error naming the line, or with ``replace_invalid`` becomes U+FFFD (warned).
+    Lines are split at "\\n" only: ``str.splitlines`` would also split at U+2028, U+0085 and
+    others, shifting every later line. Invalid UTF-8 is an error naming the line, the byte and
+    ``remedy``, or with ``replace_invalid`` becomes U+FFFD (with one warning).
     """
+    name = "<stdin>" if path is None else str(path)
     try:
-        raw = Path(path).read_bytes()
+        raw = sys.stdin.buffer.read() if path is None else Path(path).read_bytes()
     except FileNotFoundError as err:
-        raise NMTError(f"{path}: no such file; check the data.* paths of the config") from err
+        raise NMTError(f"{name}: no such file") from err
     except OSError as err:
-        raise NMTError(f"{path}: cannot read ({err.strerror or err})") from err
+        raise NMTError(f"{name}: cannot read ({err.strerror or err})") from err
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        where = f"{path}:{line}: invalid UTF-8 (byte 0x{raw[err.start]:02x})"
+        line, column = raw.count(b"\n", 0, err.start) + 1, err.start - raw.rfind(b"\n", 0, err.start)
+        where = f"{name}:{line}: invalid UTF-8 (byte 0x{raw[err.start]:02x} at column {column})"
         if not replace_invalid:
-            raise NMTError(
-                f"{where}; convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8) or set data.replace_invalid=true"
-            ) from err
-        logger.warning("%s and maybe further on: replaced by U+FFFD (data.replace_invalid)", where)
+            raise NMTError(f"{where}; convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8) or {remedy}") from err
+        logger.warning("%s and maybe further on: replaced by U+FFFD", where)
         text = raw.decode("utf-8", errors="replace")
-    text = text.removeprefix("\ufeff")
-    lines = text.split("\n")  # not splitlines(): it also splits at U+2028, U+0085, ... and shifts lines
+    lines = text.removeprefix("\ufeff").split("\n")
     if lines[-1] == "":
         lines.pop()
-    if not lines:
-        raise NMTError(f"{path}: empty corpus (no lines)")
     return [line.removesuffix("\r") for line in lines]
 
 

@@ -192,7 +192,7 @@ def test_sentencepiece_checkpoint(tmp_path, capsys, monkeypatch) -> None:
     ("argv", "data", "message"),
     [
         (["--checkpoint", "missing.pt"], b"a\n", "missing.pt: no such checkpoint"),
-        (["--input", "missing.txt"], b"", "missing.txt: cannot read"),
+        (["--input", "missing.txt"], b"", "missing.txt: no such file"),
         ([], b"the cat\nthe \xff cat\n", "<stdin>:2: invalid UTF-8"),
         (["--beam", "2", "--n-best", "3"], b"a\n", "decode.n_best"),
         (["--dict", "x.tsv"], b"a\n", "--dict is only used with --replace-unk"),

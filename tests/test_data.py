@@ -89,7 +89,7 @@ def test_mismatched_line_counts_name_both_files_and_counts(tmp_path) -> None:
 def test_invalid_utf8_names_file_and_line(tmp_path) -> None:
     write(tmp_path / "u.en", lines(EN))
     bad = write(tmp_path / "u.de", "der Hund\ndie Katze\nM\xfcnchen\n".encode("latin-1"))
-    with pytest.raises(NMTError, match=rf"{bad}:3: invalid UTF-8 \(byte 0xfc\)"):
+    with pytest.raises(NMTError, match=rf"{bad}:3: invalid UTF-8 \(byte 0xfc at column 2\)"):
         read_split(DataConfig(train=str(tmp_path / "u")), "train")
 
 

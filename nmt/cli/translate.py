@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from nmt import data
 from nmt.checkpoint import load_model
 from nmt.cli.common import add_common_args, run
 from nmt.errors import NMTError
@@ -173,31 +174,8 @@ def translate_with_progress(lines: Sequence[str], translator: Translator, *, qui
 
 
 def read_lines(path: str | None, *, replace_invalid: bool = False) -> list[str]:
-    """The lines of ``path`` (stdin when None): UTF-8, LF or CRLF, a final newline optional.
-
-    Lines are split at "\\n" only (``str.splitlines`` would also split at U+2028 and others,
-    shifting every later line). Invalid UTF-8 raises NMTError naming the line, unless
-    ``replace_invalid``, which turns bad bytes into U+FFFD.
-    """
-    name = path or "<stdin>"
-    try:
-        raw = Path(path).read_bytes() if path else sys.stdin.buffer.read()
-    except OSError as err:
-        raise NMTError(f"{name}: cannot read ({err.strerror or err})") from err
-    chunks = raw.removeprefix(b"\xef\xbb\xbf").split(b"\n")
-    if chunks[-1] == b"":
-        chunks.pop()
-    lines = []
-    for number, chunk in enumerate(chunks, start=1):
-        chunk = chunk.removesuffix(b"\r")
-        try:
-            lines.append(chunk.decode("utf-8", errors="replace" if replace_invalid else "strict"))
-        except UnicodeDecodeError as err:
-            raise NMTError(
-                f"{name}:{number}: invalid UTF-8 (byte 0x{chunk[err.start]:02x} at column {err.start + 1}); "
-                "convert the file to UTF-8 or pass --replace-invalid"
-            ) from err
-    return lines
+    """:func:`nmt.data.read_lines` of ``path`` (stdin when None), pointing at ``--replace-invalid``."""
+    return data.read_lines(path, replace_invalid=replace_invalid, remedy="pass --replace-invalid")
 
 
 def read_dictionary(path: str, *, replace_invalid: bool = False) -> dict[str, str]:
