@@ -2,12 +2,13 @@
 
 Three subcommands, each printing one JSON line on stdout:
 
-``train --steps N [--precision fp32|bf16]``
+``train --steps N [--precision fp32|bf16] [--set KEY=VALUE ...]``
     Trains the reference model (2x256 LSTMs, general global attention, input feeding,
     dropout 0.2, Adam 1e-3, 64 sentences per batch, clip 5) on the harness's pre-encoded
     Multi30k pieces with nmt's own :class:`nmt.train.Trainer`. Each update is timed with
     the harness's ``timing_hooks.StepLog`` (``WORK/steplog.json``), so ``bench.py
-    train-summary`` computes tokens/s exactly as it does for the peers.
+    train-summary`` computes tokens/s exactly as it does for the peers. ``--set`` changes the
+    config as ``nmt-train``'s overrides do (e.g. ``train.seed=7``, ``train.pool_factor=1``).
 ``decode --beam K [--precision fp32|bf16]``
     Decodes ``PREP/test.en`` with the trained model: length-sorted batches of 32
     sentences, at most 100 pieces, no length penalty. Times the decode loop (reading,
@@ -36,16 +37,27 @@ from torch.nn.utils.rnn import pad_sequence
 from nmt.allocator import keep_freed_memory
 from nmt.attention import ALIGNMENTS, Attention
 from nmt.checkpoint import load_model
-from nmt.config import AttentionConfig, Config, DataConfig, DecodeConfig, ModelConfig, TrainConfig
+from nmt.config import (
+    AttentionConfig,
+    Config,
+    DataConfig,
+    DecodeConfig,
+    ModelConfig,
+    TrainConfig,
+    apply_override,
+    from_dict,
+    to_dict,
+)
+from nmt.errors import NMTError
 from nmt.search import decode
 from nmt.tokenizer import EOS_ID, PAD_ID
 from nmt.train import Trainer
 
 
-def spec_config(spec: dict, prep: Path, work: Path, steps: int, precision: str) -> Config:
-    """The nmt config that matches ``model.yaml`` field by field."""
+def spec_config(spec: dict, prep: Path, work: Path, steps: int, precision: str, overrides: list[str]) -> Config:
+    """The nmt config that matches ``model.yaml`` field by field, then ``overrides`` (``key=value``)."""
     d, m, t = spec["data"], spec["model"], spec["train"]
-    return Config(
+    config = Config(
         model=ModelConfig(
             embed=m["emb_size"],
             hidden=m["hidden_size"],
@@ -86,6 +98,10 @@ def spec_config(spec: dict, prep: Path, work: Path, steps: int, precision: str) 
             threads=int(os.environ.get("BENCH_THREADS", t["threads"])),
         ),
     )
+    values = to_dict(config)
+    for override in overrides:
+        apply_override(values, override)
+    return from_dict(Config, values)
 
 
 def cmd_train(args: argparse.Namespace, spec: dict) -> dict:
@@ -102,13 +118,19 @@ def cmd_train(args: argparse.Namespace, spec: dict) -> dict:
             step_log.batch_start(batch.n_tgt_tokens, batch.tgt_out.numel(), batch.n_src_tokens, batch.n_sentences)
             return batch
 
-    trainer = TimedTrainer(config=spec_config(spec, args.prep, args.work, args.steps, args.precision))
+    trainer = TimedTrainer(config=spec_config(spec, args.prep, args.work, args.steps, args.precision, args.set))
     modules = {name: sum(p.numel() for p in child.parameters()) for name, child in trainer.model.named_children()}
     params = {"total": sum(p.numel() for p in trainer.model.parameters()), "by_module": modules}
     (args.work / "params.json").write_text(json.dumps(params) + "\n")
     result = trainer.fit()
     step_log.dump()
-    return {"steps": result.step, "dev_ppl": result.dev_ppl, "checkpoint": str(result.checkpoint), "params": params}
+    return {
+        "steps": result.step,
+        "dev_ppl": result.dev_ppl,
+        "checkpoint": str(result.checkpoint),
+        "params": params,
+        "overrides": args.set,
+    }
 
 
 def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
@@ -180,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="this toolkit's work directory")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: a config override")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--src-len", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=200)
@@ -191,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = yaml.safe_load((args.bench_dir / "model.yaml").read_text())
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(COMMANDS[args.command](args, spec)))
+    try:
+        print(json.dumps(COMMANDS[args.command](args, spec)))
+    except NMTError as err:
+        parser.error(str(err))
     return 0
 
 

@@ -7,7 +7,8 @@
 # Needs: the harness directory in BENCH_DIR (default: ../shared/bench beside this repo),
 # its venv-onmt for bench.py's helpers (VENV_ONMT), and nmt installed in NMT_PYTHON's
 # environment (default: python3). Env overrides as in the harness: DATA_DIR, PREP_DIR,
-# BENCH_THREADS, BENCH_RESULTS, BENCH_GEMM_JSON; NMT_PRECISION (fp32 | bf16: training and decoding).
+# BENCH_THREADS, BENCH_RESULTS, BENCH_GEMM_JSON; NMT_PRECISION (fp32 | bf16: training and decoding);
+# NMT_SET: space-separated training config overrides, e.g. "train.seed=7 train.pool_factor=1".
 # Output: WORKDIR/result.json (one JSON line, also appended to BENCH_RESULTS and printed), toolkit
 # "nmt" (fp32) or "nmt-bf16".
 set -euo pipefail
@@ -40,9 +41,10 @@ log "data $DATA_DIR -> prep $PREP_DIR"
 rm -rf "$WORK/run" "$WORK/steplog.json" "$WORK/guard.jsonl"
 guard() { "$PY" "$BENCH/cpu_guard.py" --label "$1" >>"$WORK/guard.jsonl"; }
 BENCH_CMD=("$NMT_PY" "$HERE/benchmark.py" --bench-dir "$BENCH" --prep "$PREP_DIR" --work "$WORK")
+read -ra SETS <<<"${NMT_SET:-}"
 guard train
-log "train $STEPS steps (threads $BENCH_THREADS)"
-"$T" -v -o "$WORK/train.time" "${BENCH_CMD[@]}" train --steps "$STEPS" --precision "$PRECISION" \
+log "train $STEPS steps (threads $BENCH_THREADS) ${NMT_SET:-}"
+"$T" -v -o "$WORK/train.time" "${BENCH_CMD[@]}" train --steps "$STEPS" --precision "$PRECISION" "${SETS[@]/#/--set=}" \
   >"$WORK/train.stdout" 2>&1 \
   || { log "training failed, see $WORK/train.stdout"; tail -30 "$WORK/train.stdout" >&2; exit 1; }
 "$PY" "$BENCH/bench.py" train-summary "$WORK/steplog.json" >&2
