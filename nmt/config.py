@@ -102,6 +102,7 @@ class TrainConfig:
     batch_size: int = 64  # sentences per batch (used when max_tokens is None)
     max_tokens: int | None = None  # or about this many target tokens per batch
     pool_factor: int | None = None  # batches sorted by length together (None: the whole corpus; 1: random batches)
+    balance_tokens: bool = True  # each batch_size batch joins short and long pairs: about equal tokens per batch
     accum_steps: int = 1
     clip_norm: float = 5.0
     max_steps: int | None = None

@@ -90,6 +90,7 @@ RESUME_FIXED = (
     "train.batch_size",
     "train.max_tokens",
     "train.pool_factor",
+    "train.balance_tokens",
     "train.accum_steps",
 )
 
@@ -554,6 +555,7 @@ class Trainer:
             batch_size=self.tc.batch_size,
             max_tokens=self.tc.max_tokens,
             pool_factor=self.tc.pool_factor,
+            balance_tokens=self.tc.balance_tokens,
             seed=self.tc.seed,
             rank=ranks.rank,
             world_size=ranks.world_size,

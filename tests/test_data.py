@@ -254,11 +254,12 @@ lengths_strategy = st.lists(st.integers(1, 30), min_size=1, max_size=120)
     batch_size=st.integers(1, 9),
     max_tokens=st.one_of(st.none(), st.integers(1, 80)),
     pool_factor=st.one_of(st.none(), st.integers(1, 4)),
+    balance_tokens=st.booleans(),
     world_size=st.integers(1, 4),
     epoch=st.integers(0, 3),
 )
 def test_every_pair_once_per_epoch_with_equal_shares(
-    lengths, batch_size, max_tokens, pool_factor, world_size, epoch
+    lengths, batch_size, max_tokens, pool_factor, balance_tokens, world_size, epoch
 ) -> None:
     n, tgt = len(lengths), torch.tensor(lengths)
     args = {
@@ -266,6 +267,7 @@ def test_every_pair_once_per_epoch_with_equal_shares(
         "batch_size": batch_size,
         "max_tokens": max_tokens,
         "pool_factor": pool_factor,
+        "balance_tokens": balance_tokens,
         "seed": 7,
     }
     try:
@@ -290,16 +292,36 @@ def test_every_pair_once_per_epoch_with_equal_shares(
 
 def test_batches_are_length_buckets() -> None:
     tgt = torch.tensor([5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 1, 5])
-    batcher = BucketBatcher(tgt_lengths=tgt, batch_size=3, seed=0)
+    batcher = BucketBatcher(tgt_lengths=tgt, batch_size=3, balance_tokens=False, seed=0)
     ranges = sorted((int(tgt[b].min()), int(tgt[b].max())) for b in batcher.batches(0))
     assert ranges == [(1, 2), (3, 5), (5, 7), (8, 10)]  # sorted by length, cut every 3
+
+
+@pytest.mark.parametrize("n, batch_size", [(100, 10), (100, 5), (103, 10)])
+def test_balanced_batches_join_the_shortest_and_longest_pairs_left(n: int, batch_size: int) -> None:
+    tgt = torch.randperm(n, generator=torch.Generator().manual_seed(0)) + 1  # the lengths 1..n, shuffled
+    short, long = batch_size // 2, batch_size - batch_size // 2
+    full = n // batch_size
+    expected = {
+        frozenset(range(i * short + 1, (i + 1) * short + 1))
+        | frozenset(range(n - (i + 1) * long + 1, n - i * long + 1))
+        for i in range(full)
+    }
+    if n % batch_size:
+        expected.add(frozenset(range(full * short + 1, n - full * long + 1)))
+    batches = BucketBatcher(tgt_lengths=tgt, batch_size=batch_size, seed=1).batches(0)
+    assert {frozenset(tgt[b].tolist()) for b in batches} == expected
+    if batch_size % 2 == 0 and n % batch_size == 0:
+        assert {int(tgt[b].sum()) for b in batches} == {batch_size * (n + 1) // 2}  # every batch the same tokens
+    tokens = BucketBatcher(tgt_lengths=tgt, batch_size=batch_size, max_tokens=60, seed=1).batches(0)
+    assert all(torch.equal(tgt[b].sort().values, tgt[b]) for b in tokens)  # max_tokens batches are cut in order
 
 
 def test_pools_mix_lengths_and_regroup_pairs_every_epoch() -> None:
     tgt = torch.arange(1, 101)  # all lengths differ: a batch of one sorted pool spans batch_size - 1
     spans, groups = {}, {}
     for pool_factor in (None, 4, 1):
-        batcher = BucketBatcher(tgt_lengths=tgt, batch_size=5, pool_factor=pool_factor, seed=2)
+        batcher = BucketBatcher(tgt_lengths=tgt, batch_size=5, pool_factor=pool_factor, balance_tokens=False, seed=2)
         batches = [batcher.batches(epoch) for epoch in (0, 1)]
         spans[pool_factor] = sum(int(tgt[b].max() - tgt[b].min()) for b in batches[0]) / len(batches[0])
         groups[pool_factor] = [{frozenset(b.tolist()) for b in epoch} for epoch in batches]
