@@ -108,9 +108,14 @@ def check_config(config: DecodeConfig) -> None:
 
 def decode(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: DecodeConfig) -> list[list[Hypothesis]]:
     """Greedy search for ``config.beam == 1``, beam search otherwise (see those), under autocast
-    to ``config.precision``."""
+    to ``config.precision``.
+
+    It leaves a caller's inference mode: that mode turns off autocast's cache of cast weights,
+    so every step would cast every weight matrix again (bf16 greedy search 26 % slower on the
+    peer benchmark). fp32 search is as fast either way.
+    """
     search = greedy_search if config.beam == 1 else beam_search
-    with autocast_for(src.device, config.precision, key="decode.precision")():
+    with torch.inference_mode(False), autocast_for(src.device, config.precision, key="decode.precision")():
         return search(model, src, src_lengths, config=config)
 
 

@@ -154,13 +154,12 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
     sources = [[*loaded.src_tokenizer.encode(line), EOS_ID] for line in lines]
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     outputs = [""] * len(lines)
-    with torch.inference_mode():
-        for first in range(0, len(order), d["batch_size"]):
-            rows = order[first : first + d["batch_size"]]
-            src = pad_sequence([torch.tensor(sources[i]) for i in rows], batch_first=True, padding_value=PAD_ID)
-            lengths = torch.tensor([len(sources[i]) for i in rows])
-            for i, hyps in zip(rows, decode(loaded.model, src, lengths, config=config), strict=True):
-                outputs[i] = loaded.tgt_tokenizer.decode(hyps[0].tokens)
+    for first in range(0, len(order), d["batch_size"]):  # decode() picks the grad mode, as in nmt-translate
+        rows = order[first : first + d["batch_size"]]
+        src = pad_sequence([torch.tensor(sources[i]) for i in rows], batch_first=True, padding_value=PAD_ID)
+        lengths = torch.tensor([len(sources[i]) for i in rows])
+        for i, hyps in zip(rows, decode(loaded.model, src, lengths, config=config), strict=True):
+            outputs[i] = loaded.tgt_tokenizer.decode(hyps[0].tokens)
     (args.work / f"hyp.beam{args.beam}.sp").write_text("\n".join(outputs) + "\n", encoding="utf-8")
     decode_s = time.perf_counter() - start
     result = {"decode_s": decode_s, "n_sents": len(lines), "beam": args.beam, "precision": args.precision}

@@ -362,6 +362,23 @@ def test_replace_unknowns_by_hand() -> None:
     assert replace_unknowns(hyp._replace(tokens=[das, ist]), piece_words, words, {}) == "das ist"
 
 
+@pytest.mark.parametrize("beam", [1, 2])
+def test_decode_leaves_a_callers_inference_mode_but_not_no_grad(beam: int) -> None:
+    # inference mode turns off autocast's cache of cast weights: bf16 search would re-cast every step
+    modes = []
+
+    class Spy(FakeModel):
+        def step(self, tokens, state):
+            modes.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+            return super().step(tokens, state)
+
+    config = settings(beam=beam, n_best=1)
+    with torch.inference_mode():
+        inside = decode(Spy(), *batch(SRC_7), config=config)
+    assert modes and set(modes) == {(False, False)}
+    assert [h.tokens for h in inside[0]] == [h.tokens for h in decode(FakeModel(), *batch(SRC_7), config=config)[0]]
+
+
 def test_decode_picks_greedy_for_beam_one() -> None:
     # with average length normalisation beam 2 prefers [B A] (see above), greedy says [A]
     config = settings(beam=1, length_penalty="average")
