@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nmt import train as train_module
-from nmt.checkpoint import load_checkpoint
+from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.config import Config, ConfigError, ModelConfig, TrainConfig, load_config
 from nmt.data import Example, collate
 from nmt.errors import NMTError
@@ -228,6 +228,19 @@ def test_resume_refuses_a_different_model_and_a_fresh_run_refuses_an_old_directo
         Trainer(config=tiny_config(corpus, tmp_path, "model.hidden=16"), resume=True)
     with pytest.raises(NMTError, match="nothing to resume"):
         Trainer(config=tiny_config(corpus, tmp_path / "empty"), resume=True)
+
+
+def test_a_checkpoint_from_before_balanced_batches_resumes_with_its_own_batch_stream(
+    corpus: Path, tmp_path: Path
+) -> None:
+    Trainer(config=tiny_config(corpus, tmp_path, "train.max_steps=2")).fit()
+    payload = load_checkpoint(tmp_path / "last.pt")
+    del payload["config"]["train"]["balance_tokens"]  # as written before the key existed: sorted cutting
+    save_checkpoint(tmp_path / "last.pt", payload)
+    with pytest.raises(NMTError, match=r"train.balance_tokens: False -> True"):
+        Trainer(config=tiny_config(corpus, tmp_path, "train.max_steps=4"), resume=True)
+    sorted_cut = tiny_config(corpus, tmp_path, "train.max_steps=4", "train.balance_tokens=false")
+    assert Trainer(config=sorted_cut, resume=True).fit().step == 4
 
 
 def test_location_scorer_drops_sources_it_cannot_read(corpus: Path, tmp_path: Path) -> None:
