@@ -735,9 +735,11 @@ class Trainer:
         fixed = [key for key in changed if key.startswith(RESUME_FIXED)]
         if fixed:
             diffs = "; ".join(f"{k}: {_lookup(old, k)!r} -> {_lookup(new, k)!r}" for k in fixed)
+            as_yaml = [yaml.safe_dump(_lookup(old, k), default_flow_style=True).splitlines()[0] for k in fixed]
+            undo = " ".join(f"{k}={value}" for k, value in zip(fixed, as_yaml, strict=True))
             raise NMTError(
                 f"{path}: cannot resume with a different model, data or batch stream ({diffs}); "
-                "undo these overrides or start a new run"
+                f"resume with {undo}, or start a new run"
             )
         for key in changed:
             log.info("resuming with %s changed: %r -> %r", key, _lookup(old, key), _lookup(new, key))
