@@ -43,6 +43,8 @@ _HEADER = struct.Struct(">8sQ32s")  # magic, body length, sha256 of the body
 _CHUNK = 1 << 20
 _STEP_FILE = re.compile(r"step_(\d+)\.pt")
 _TEMP_FILE = re.compile(r"\..+\.tmp-(\d+)")  # what save_checkpoint and _replace_with_link write first
+IMPLIED = {"train": {"balance_tokens": False}}
+"""Config keys added since the first version-1 checkpoints, and what a checkpoint without one did."""
 
 
 class LoadedModel(NamedTuple):
@@ -125,6 +127,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except RuntimeError as err:
         raise NMTError(f"{path}: corrupt checkpoint; its body cannot be read ({_first_line(err)})") from err
     _check_version(path, payload)
+    config = payload.get("config")
+    if isinstance(config, dict):  # an older checkpoint's config states what it did, not today's defaults
+        for section, implied in IMPLIED.items():
+            config[section] = {**implied, **config.get(section, {})}
     return payload
 
 

@@ -249,6 +249,11 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         _check_file(path, text, values)
+    return with_overrides(values, overrides)
+
+
+def with_overrides(values: dict[str, Any], overrides: typing.Sequence[str]) -> Config:
+    """The :class:`Config` of the nested dict ``values`` after the ``key=value`` ``overrides``."""
     for override in overrides:
         apply_override(values, override)
     return from_dict(Config, values)

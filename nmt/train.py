@@ -93,8 +93,6 @@ RESUME_FIXED = (
     "train.balance_tokens",
     "train.accum_steps",
 )
-IMPLIED = {"train": {"balance_tokens": False}}
-"""Resume-fixed keys added since the first checkpoints, and what a checkpoint without one did."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -729,8 +727,6 @@ class Trainer:
             hint = f"; to resume from {older[0].name} instead: ln -f {older[0]} {path}" if older else ""
             raise NMTError(f"{err}{hint}") from err
         old, new = payload["config"], to_dict(self.config)
-        for section, implied in IMPLIED.items():
-            old[section] = {**implied, **old.get(section, {})}
         changed = changed_keys(old, new)
         fixed = [key for key in changed if key.startswith(RESUME_FIXED)]
         if fixed:

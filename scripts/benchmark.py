@@ -44,9 +44,8 @@ from nmt.config import (
     DecodeConfig,
     ModelConfig,
     TrainConfig,
-    apply_override,
-    from_dict,
     to_dict,
+    with_overrides,
 )
 from nmt.errors import NMTError
 from nmt.search import decode
@@ -98,10 +97,7 @@ def spec_config(spec: dict, prep: Path, work: Path, steps: int, precision: str, 
             threads=int(os.environ.get("BENCH_THREADS", t["threads"])),
         ),
     )
-    values = to_dict(config)
-    for override in overrides:
-        apply_override(values, override)
-    return from_dict(Config, values)
+    return with_overrides(to_dict(config), overrides)
 
 
 def cmd_train(args: argparse.Namespace, spec: dict) -> dict:

@@ -237,6 +237,7 @@ def test_a_checkpoint_from_before_balanced_batches_resumes_with_its_own_batch_st
     payload = load_checkpoint(tmp_path / "last.pt")
     del payload["config"]["train"]["balance_tokens"]  # as written before the key existed: sorted cutting
     save_checkpoint(tmp_path / "last.pt", payload)
+    assert load_checkpoint(tmp_path / "last.pt")["config"]["train"]["balance_tokens"] is False
     with pytest.raises(NMTError, match=r"balance_tokens: False -> True\); resume with train.balance_tokens=false,"):
         Trainer(config=tiny_config(corpus, tmp_path, "train.max_steps=4"), resume=True)
     sorted_cut = tiny_config(corpus, tmp_path, "train.max_steps=4", "train.balance_tokens=false")
