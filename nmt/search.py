@@ -184,6 +184,28 @@ def _collect(
         finished[sentence].append(Hypothesis(tokens, log_prob / penalty, log_prob, attention[i, :, :length]))
 
 
+def _best_penalties(max_out: Tensor, config: DecodeConfig) -> Tensor:
+    """``table[a, b]``: the largest length penalty of a length in ``[a, b]``, for ``0 ≤ a ≤ b ≤
+    max(max_out) + 1`` (lengths count the EOS). Dividing a log-probability (≤ 0) by it gives
+    the best normalised score that hypothesis lengths in that range allow.
+
+    Returns:
+        ``(top, top)`` with ``top = max(max_out) + 2``; ``-inf`` where ``b < a``.
+    """
+    top = int(max_out.max()) + 2 if max_out.numel() else 1
+    penalty = LENGTH_PENALTIES[config.length_penalty]
+    lengths = torch.tensor([penalty(length, config.alpha) for length in range(top)], dtype=torch.float64)
+    below = torch.ones(top, top, dtype=torch.bool).tril(-1)  # (a, b): b < a
+    table = lengths.expand(top, top).masked_fill(below, float("-inf"))
+    return table.cummax(dim=1).values.to(max_out.device)
+
+
+def _attention_dtype(weights: Tensor) -> torch.dtype:
+    """The dtype hypotheses keep attention in: the model's (float64 stays float64), at least float32
+    (bf16 and fp16 weights under autocast are widened)."""
+    return torch.promote_types(weights.dtype, torch.float32)
+
+
 def _extend(history: Tensor, attention: Tensor, rows: Tensor, tokens: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
     """The histories of the parent ``rows`` ``(rows',)``, extended by this step.
 
@@ -195,7 +217,7 @@ def _extend(history: Tensor, attention: Tensor, rows: Tensor, tokens: Tensor, we
         history ``(rows', step + 1)`` and attention ``(rows', step + 1, src_len)``.
     """
     history = torch.cat([history[rows], tokens.unsqueeze(1)], dim=1)
-    attention = torch.cat([attention[rows], weights[rows].unsqueeze(1).float()], dim=1)
+    attention = torch.cat([attention[rows], weights[rows].unsqueeze(1).to(attention.dtype)], dim=1)
     return history, attention
 
 
@@ -221,6 +243,8 @@ def greedy_search(
     step = 0
     while alive.numel():
         log_probs, weights, state = model.step(tokens, state)  # (rows, vocab), (rows, src_len)
+        if step == 0:
+            attention = attention.to(_attention_dtype(weights))
         log_probs = _constrain(log_probs, step, history, min_out[alive], max_out[alive], config.no_repeat_ngram)
         best, tokens = log_probs.max(dim=1)  # (rows,)
         scores = scores + best
@@ -241,20 +265,23 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
 
     Each step scores all k · vocab continuations of a sentence's k beams and keeps the best
     2k: those of them that end in EOS and rank among the first k become finished hypotheses,
-    and the best k that do not become the next beams. A sentence is done once its best
-    candidate ends in EOS and it has ``n_best`` finished hypotheses, or at ``max_out``, where
-    every beam is forced to end. (Stopping as soon as k hypotheses have finished, as fairseq
-    does, can return a finished hypothesis far worse than a live beam.) With beam 1 this
-    is greedy search.
+    and the best k that do not become the next beams. A sentence is done at ``max_out``, where
+    every beam is forced to end, or once its ``n_best``-th finished hypothesis scores at least
+    what any live beam could still reach: log-probabilities are at most 0, so a beam's
+    log-probability can only fall, and its best normalised score is that log-probability over
+    the largest length penalty of a length it may still end at. So the n-best list is the best
+    of what the beam kept, and with k ≥ vocab ** max_out nothing is pruned and it is exactly the
+    n best of all outputs. With beam 1 this is greedy search.
 
     Returns:
         for each sentence, in input order, its ``config.n_best`` best hypotheses (fewer only if
         fewer could be found), best first by normalised score.
     """
     check_config(config)
-    k, batch = config.beam, src.size(0)
+    k, n, batch = config.beam, config.n_best, src.size(0)
     device = src.device
     min_out, max_out = length_limits(src_lengths, config)
+    best_penalty = _best_penalties(max_out, config)  # (top, top)
     state = model.encode(src, src_lengths)  # (batch,) rows until the first step has run
     alive = torch.arange(batch, device=device)  # (sents,): the live sentences
     scores = torch.full((batch, k), float("-inf"), device=device)  # (sents, k) cumulative log-probs
@@ -262,7 +289,7 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
     tokens = src.new_full((batch,), BOS_ID)  # after the first step, rows are sentence-major: sent · k + beam
     history = src.new_empty(batch * k, 0)  # (rows, step)
     attention = torch.empty(batch * k, 0, src.size(1), device=device)  # (rows, step, src_len)
-    counts = torch.zeros(batch, dtype=torch.long, device=device)  # finished hypotheses per sentence
+    kept = torch.full((batch, n), float("-inf"), dtype=torch.float64, device=device)  # n best finished scores
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     step = 0
     while alive.numel():
@@ -271,6 +298,7 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
         row_sent = alive.repeat_interleave(k)  # (rows,): each row's sentence
         if step == 0:  # a sentence's k beams start identical: its one row ran, now it becomes k
             log_probs, weights, state = log_probs[row_sent], weights[row_sent], state.index_select(row_sent)
+            attention = attention.to(_attention_dtype(weights))
         log_probs = _constrain(log_probs, step, history, min_out[row_sent], max_out[row_sent], config.no_repeat_ngram)
         vocab = log_probs.size(1)
         candidates = (scores.view(-1, 1) + log_probs).view(sents, k * vocab)
@@ -283,10 +311,13 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
         parents = rows[ends]
         ended_sents = alive.unsqueeze(1).expand(-1, 2 * k)[ends]
         _collect(finished, ended_sents, history[parents], top[ends], attention[parents], src_lengths, config)
-        counts.index_add_(0, ended_sents, torch.ones_like(ended_sents))
-        done = (ends[:, 0] & (counts[alive] >= config.n_best)) | (step >= max_out[alive])  # (sents,)
+        penalty = LENGTH_PENALTIES[config.length_penalty](step + 1, config.alpha)  # of a hypothesis ending now
+        ended_scores = top[:, :k].double().masked_fill(~ends[:, :k], float("-inf")) / penalty  # (sents, k)
+        kept[alive] = torch.cat([kept[alive], ended_scores], dim=1).topk(n, dim=1).values
 
         next_scores, pick = top.masked_fill(words == EOS_ID, float("-inf")).topk(k, dim=1)  # (sents, k)
+        reachable = next_scores[:, 0] / best_penalty[min(step + 2, len(best_penalty) - 1), max_out[alive] + 1]
+        done = (kept[alive, -1] >= reachable) | (step >= max_out[alive])  # (sents,)
         keep = (~done).nonzero().squeeze(1)
         parents = rows.gather(1, pick)[keep].flatten()  # (rows',)
         tokens = words.gather(1, pick)[keep].flatten()
@@ -294,7 +325,7 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
         state = state.index_select(parents, memory=keep.numel() < sents)  # memory moves only when sentences end
         alive, scores = alive[keep], next_scores[keep]
         step += 1
-    return [sorted(hyps, key=lambda h: -h.score)[: config.n_best] for hyps in finished]
+    return [sorted(hyps, key=lambda h: -h.score)[:n] for hyps in finished]
 
 
 class EnsembleState(NamedTuple):
