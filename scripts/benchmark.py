@@ -9,11 +9,11 @@ Three subcommands, each printing one JSON line on stdout:
     the harness's ``timing_hooks.StepLog`` (``WORK/steplog.json``), so ``bench.py
     train-summary`` computes tokens/s exactly as it does for the peers. ``--set`` changes the
     config as ``nmt-train``'s overrides do (e.g. ``train.seed=7``, ``train.pool_factor=1``).
-``decode --beam K [--precision fp32|bf16]``
+``decode --beam K [--precision fp32|bf16] [--length-penalty none|average|gnmt]``
     Decodes ``PREP/test.en`` with the trained model: length-sorted batches of 32
-    sentences, at most 100 pieces, no length penalty. Times the decode loop (reading,
-    batching, search, writing) into ``WORK/decode.beamK.json`` and writes the pieces to
-    ``WORK/hyp.beamK.sp`` for ``bench.py score``.
+    sentences, at most 100 pieces, no length penalty unless asked. Times the decode loop
+    (reading, batching, search, writing) into ``WORK/decode.beamK.json`` and writes the
+    pieces to ``WORK/hyp.beamK.sp`` for ``bench.py score`` (``beamK.PENALTY`` with a penalty).
 ``attention [--src-len 400]``
     Attention time per decoder step for every alignment mode at one source length (the
     issue's goal: local-p at most half of global's at 400 positions).
@@ -48,7 +48,7 @@ from nmt.config import (
     with_overrides,
 )
 from nmt.errors import NMTError
-from nmt.search import decode
+from nmt.search import LENGTH_PENALTIES, decode
 from nmt.tokenizer import EOS_ID, PAD_ID
 from nmt.train import Trainer
 
@@ -138,7 +138,7 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
     config = DecodeConfig(
         beam=args.beam,
         n_best=1,
-        length_penalty="none",
+        length_penalty=args.length_penalty,
         max_len_ratio=1e9,
         max_len=d["max_len"],
         precision=args.precision,
@@ -156,11 +156,12 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
         lengths = torch.tensor([len(sources[i]) for i in rows])
         for i, hyps in zip(rows, decode(loaded.model, src, lengths, config=config), strict=True):
             outputs[i] = loaded.tgt_tokenizer.decode(hyps[0].tokens)
-    (args.work / f"hyp.beam{args.beam}.sp").write_text("\n".join(outputs) + "\n", encoding="utf-8")
+    name = f"beam{args.beam}" + ("" if args.length_penalty == "none" else f".{args.length_penalty}")
+    (args.work / f"hyp.{name}.sp").write_text("\n".join(outputs) + "\n", encoding="utf-8")
     decode_s = time.perf_counter() - start
     result = {"decode_s": decode_s, "n_sents": len(lines), "beam": args.beam, "precision": args.precision}
-    result["other_load_cores"] = other_load(snap, cpu_snapshot())
-    (args.work / f"decode.beam{args.beam}.json").write_text(json.dumps(result) + "\n")
+    result |= {"length_penalty": args.length_penalty, "other_load_cores": other_load(snap, cpu_snapshot())}
+    (args.work / f"decode.{name}.json").write_text(json.dumps(result) + "\n")
     return result
 
 
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: a config override")
     parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--length-penalty", default="none", choices=list(LENGTH_PENALTIES), help="decode: as decode.*")
     parser.add_argument("--src-len", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args(argv)
