@@ -65,8 +65,8 @@ class Ranks:
         return self.rank == 0
 
     def device(self, device: torch.device) -> torch.device:
-        """Where this rank trains: ``cuda:LOCAL_RANK`` for CUDA, else ``device`` itself."""
-        return torch.device("cuda", self.local_rank) if device.type == "cuda" else device
+        """Where this rank trains: ``cuda:LOCAL_RANK`` for CUDA under torchrun, else ``device`` (say ``cuda:1``)."""
+        return torch.device("cuda", self.local_rank) if device.type == "cuda" and self.world_size > 1 else device
 
     def sum(self, values: Sequence[float]) -> list[float]:
         """Each of ``values`` summed over the ranks (float64, so counts stay exact up to 2**53)."""

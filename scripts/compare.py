@@ -42,9 +42,10 @@ from nmt.cli.common import add_common_args, run
 from nmt.cli.translate import write_lines
 from nmt.config import load_config
 from nmt.data import read_split
+from nmt.device import pick_device
 from nmt.errors import NMTError
 from nmt.evaluate import corpus_scores
-from nmt.train import Trainer, pick_device
+from nmt.train import Trainer
 from nmt.translate import Translator, translate_lines
 
 log = logging.getLogger("compare")

@@ -19,20 +19,18 @@ from nmt.align import (
     hard_links,
     merge_pieces,
     parse_links,
-    plot_heatmap,
     read_alignments,
     sentence_links,
     translated_attention,
     word_attention,
     write_alignments,
-    write_heatmaps,
-    write_validation_heatmaps,
 )
 from nmt.checkpoint import load_model, save_checkpoint
 from nmt.cli import align as align_cli
 from nmt.config import AttentionConfig, Config, DataConfig, DecodeConfig, ModelConfig, to_dict
 from nmt.data import Example
 from nmt.errors import NMTError
+from nmt.heatmaps import plot_heatmap, write_heatmaps, write_validation_heatmaps
 from nmt.model import Seq2Seq
 from nmt.search import decode
 from nmt.tokenizer import EOS_ID, SPECIALS, SentencePieceTokenizer, WordTokenizer, word_ids

@@ -21,8 +21,9 @@ from nmt.cli import train as cli
 from nmt.config import Config, to_dict
 from nmt.distributed import Ranks, moved_position, ranks_from_environment
 from nmt.errors import NMTError
+from nmt.progress import Progress
 from nmt.sample import write_sample_corpus
-from nmt.train import Progress, Trainer
+from nmt.train import Trainer
 
 SIGNALLED_STEP = 2  # rank 1 alone receives SIGTERM after this update
 

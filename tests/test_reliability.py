@@ -31,9 +31,9 @@ from nmt.cli import align, evaluate, sample, train, translate
 from nmt.config import AttentionConfig, DataConfig
 from nmt.data import Example, collate
 from nmt.errors import NMTError
+from nmt.objective import dev_perplexity
 from nmt.sample import write_sample_corpus
 from nmt.tokenizer import SPECIALS, SentencePieceTokenizer, WordTokenizer
-from nmt.train import dev_perplexity
 
 CLIS: dict[str, Callable[[Sequence[str] | None], int]] = {
     "nmt-translate": translate.main,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -15,11 +18,15 @@ from nmt import train as train_module
 from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.config import Config, ConfigError, ModelConfig, TrainConfig, load_config
 from nmt.data import Example, collate
+from nmt.device import pick_device
 from nmt.errors import NMTError
 from nmt.model import Seq2Seq
+from nmt.objective import train_step
+from nmt.optim import Halving, Plateau
 from nmt.precision import autocast_for
+from nmt.progress import Progress
 from nmt.sample import write_sample_corpus
-from nmt.train import Halving, Plateau, Progress, Trainer, pick_device, train_step
+from nmt.train import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +266,37 @@ def test_validation_writes_heatmaps_of_the_first_dev_pairs_when_asked(corpus: Pa
     assert sorted(p.name for p in step_dir.iterdir()) == ["00001.png", "00002.png", "index.html"]
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["heatmaps"] for r in records if r["event"] == "valid"] == [str(step_dir / "index.html")]
+
+
+def test_a_checkpoint_in_the_older_raw_layout_resumes_exactly(corpus: Path, tmp_path: Path) -> None:
+    """Before :class:`nmt.run_state.RunState`: the epoch stored twice, rank 0's RNG as ``rng``, no world size."""
+    Trainer(config=tiny_config(corpus, tmp_path / "full", "train.max_steps=8")).fit()
+    Trainer(config=tiny_config(corpus, tmp_path / "old", "train.max_steps=5")).fit()
+    payload = load_checkpoint(tmp_path / "old" / "last.pt")
+    position = payload["data_position"]
+    payload["epoch"], payload["rng"] = position["epoch"], payload.pop("rank_rng")[0]
+    del position["world_size"]
+    save_checkpoint(tmp_path / "old" / "last.pt", payload)
+    assert Trainer(config=tiny_config(corpus, tmp_path / "old", "train.max_steps=8"), resume=True).fit().step == 8
+    full, resumed = parameters(tmp_path / "full" / "last.pt"), parameters(tmp_path / "old" / "last.pt")
+    assert all(torch.equal(full[name], resumed[name]) for name in full)
+    saved = load_checkpoint(tmp_path / "old" / "last.pt")
+    assert "epoch" not in saved and "rng" not in saved and saved["data_position"]["world_size"] == 1
+
+
+def test_train_device_and_device_options_follow_one_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == torch.device("cuda:1")  # train.device once refused what --device took
+    with pytest.raises(NMTError, match=r"train\.device=cuda:2: this machine has 2 CUDA device\(s\)"):
+        pick_device("cuda:2")
+    with pytest.raises(ConfigError, match=r"--device 'mps' is not a device name"):
+        pick_device("mps", key="--device")
+
+
+def test_importing_the_training_loop_draws_in_no_plotting_library() -> None:
+    """matplotlib is imported where a figure is drawn, not by ``import nmt.train``."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    code = "import nmt.train, sys; assert 'matplotlib' not in sys.modules, 'nmt.train imported matplotlib'"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)

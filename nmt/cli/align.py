@@ -12,7 +12,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nmt.align import (
-    FORMATS,
     TARGET_MERGES,
     GoldAlignment,
     SentenceAttention,
@@ -22,13 +21,13 @@ from nmt.align import (
     sentence_links,
     translated_attention,
     write_alignments,
-    write_heatmaps,
 )
 from nmt.attention import NO_ATTENTION
 from nmt.checkpoint import LoadedModel, load_model
 from nmt.cli.common import add_common_args, run
 from nmt.cli.translate import read_lines, resolve_device
 from nmt.errors import NMTError
+from nmt.heatmaps import FORMATS, write_heatmaps
 
 log = logging.getLogger("nmt.align")
 

@@ -15,8 +15,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from nmt.cli.common import add_common_args, run
 from nmt.config import load_config
+from nmt.device import pick_device
 from nmt.distributed import process_group
-from nmt.train import Progress, Trainer, pick_device
+from nmt.progress import Progress
+from nmt.train import Trainer
 
 log = logging.getLogger("nmt.train")
 
