@@ -38,8 +38,9 @@ from nmt.config import DecodeConfig, choose
 from nmt.data import Batch, Example, collate
 from nmt.errors import NMTError
 from nmt.model import Seq2Seq
-from nmt.search import check_config, decode
+from nmt.source_length import input_limit, truncate
 from nmt.tokenizer import Tokenizer
+from nmt.translate import Translator, search_lines
 
 LINK = re.compile(r"(\d+)([-?p])(\d+)")
 
@@ -253,20 +254,6 @@ def force_decode(model: Seq2Seq, examples: Sequence[Example], *, batch_size: int
     return result
 
 
-@torch.no_grad()
-def translate_ids(
-    model: Seq2Seq, sources: Sequence[Sequence[int]], *, config: DecodeConfig, batch_size: int = 32
-) -> list[list[int]]:
-    """The best search hypothesis (ids, no BOS/EOS) for every source (ids, no EOS)."""
-    check_config(config)
-    device = next(model.parameters()).device
-    best = []
-    with _evaluating(model):
-        for _, batch in _batches([Example(list(src), []) for src in sources], batch_size, device):
-            best += [hyps[0].tokens for hyps in decode(model, batch.src, batch.src_lengths, config=config)]
-    return best
-
-
 def labelled_attention(
     model: Seq2Seq,
     tokenizers: tuple[Tokenizer, Tokenizer],
@@ -295,9 +282,14 @@ def forced_attention(
     *,
     batch_size: int = 32,
 ) -> list[SentenceAttention]:
-    """The attention of ``model`` force-decoding each reference translation (§5.4)."""
+    """The attention of ``model`` force-decoding each reference translation (§5.4).
+
+    A source longer than the model reads is cut, with a warning (:mod:`nmt.source_length`).
+    """
+    limit = input_limit(model.max_src_len)
     examples = [
-        Example(src_tokenizer.encode(s), tgt_tokenizer.encode(t)) for s, t in zip(sources, references, strict=True)
+        Example(truncate(src_tokenizer.encode(s), limit, line=number, doing="aligning"), tgt_tokenizer.encode(t))
+        for number, (s, t) in enumerate(zip(sources, references, strict=True), start=1)
     ]
     texts = list(zip(sources, references, strict=True))
     return labelled_attention(model, (src_tokenizer, tgt_tokenizer), texts, examples, batch_size)
@@ -314,11 +306,16 @@ def translated_attention(
 ) -> list[SentenceAttention]:
     """The attention of ``model``'s own best translation of each source.
 
-    The weights are those of force-decoding the hypothesis, which equal the search's own
-    step by step and add the EOS step.
+    The sources are translated as :func:`nmt.translate.search_lines` translates them (a blank
+    line gets an empty translation, a source longer than the model reads is cut), then
+    ``batch_size`` pairs at a time are force-decoded: those weights equal the search's own step
+    by step and add the EOS step.
     """
-    src_ids = [src_tokenizer.encode(s) for s in sources]
-    hypotheses = translate_ids(model, src_ids, config=config, batch_size=batch_size)
+    device = next(model.parameters()).device
+    translator = Translator(model, src_tokenizer, tgt_tokenizer, config, {}, device)
+    with _evaluating(model):
+        searched = search_lines(sources, translator)
+    hypotheses = [found.hypotheses[0].tokens if found.hypotheses else [] for found in searched]
     texts = [(s, tgt_tokenizer.decode(h)) for s, h in zip(sources, hypotheses, strict=True)]
-    examples = [Example(s, h) for s, h in zip(src_ids, hypotheses, strict=True)]
+    examples = [Example(found.source[:-1], h) for found, h in zip(searched, hypotheses, strict=True)]
     return labelled_attention(model, (src_tokenizer, tgt_tokenizer), texts, examples, batch_size)

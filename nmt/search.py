@@ -90,7 +90,11 @@ def length_limits(src_lengths: Tensor, config: DecodeConfig) -> tuple[Tensor, Te
 
 
 def check_config(config: DecodeConfig) -> None:
-    """Reject settings search cannot honour, naming the ``decode.*`` key."""
+    """Reject ``decode.*`` settings that cannot work, naming the key: the one check of a decode config.
+
+    It runs where a config is built (training setup, :func:`nmt.translate.load_translator`), and each
+    search repeats it for a library caller that builds its own.
+    """
     choose(LENGTH_PENALTIES, config.length_penalty, "decode.length_penalty")
     choose(PRECISIONS, config.precision, "decode.precision")
     if config.beam < 1:
@@ -104,6 +108,8 @@ def check_config(config: DecodeConfig) -> None:
         raise ConfigError(
             "decode.max_len, decode.max_len_ratio, decode.min_len_ratio and decode.no_repeat_ngram must not be negative"
         )
+    if config.batch_tokens < 1 or config.max_input_len < 1:
+        raise ConfigError("decode.batch_tokens and decode.max_input_len must be positive")
 
 
 def decode(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: DecodeConfig) -> list[list[Hypothesis]]:

@@ -3,22 +3,26 @@ order, detokenise — always exactly ``n_best`` outputs for every input line.
 
 An empty or whitespace-only line gives empty outputs without reaching the model; a line longer
 than ``decode.max_input_len`` tokens (or than a location scorer reads) is translated from its
-first tokens with a warning; no output contains a line break of any kind.
+first tokens with a warning (:mod:`nmt.source_length`); no output contains a line break of any kind.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from nmt.checkpoint import load_model
 from nmt.config import DecodeConfig
 from nmt.errors import NMTError
-from nmt.search import Decodable, Hypothesis, decode, replace_unknowns, source_words
+from nmt.search import Decodable, Ensemble, Hypothesis, check_config, decode, replace_unknowns, source_words
+from nmt.source_length import input_limit, truncate
 from nmt.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -42,22 +46,86 @@ class Output(NamedTuple):
     score: float
 
 
+class Searched(NamedTuple):
+    """What search found for one input line."""
+
+    source: list[int]  # the ids the model read, EOS included; [] for a blank line
+    hypotheses: list[Hypothesis]  # best first; [] for a blank line
+
+
+def load_translator(
+    checkpoints: Sequence[str | Path],
+    device: torch.device,
+    *,
+    decode: Mapping[str, Any] | None = None,
+    dictionary: Mapping[str, str] | None = None,
+) -> Translator:
+    """One checkpoint, or several as an ensemble, ready to translate on ``device``.
+
+    Args:
+        checkpoints: the model files; an ensemble's must share both tokenizers.
+        device: where the models run.
+        decode: ``decode.*`` settings that replace the first checkpoint's (e.g. ``{"beam": 10}``).
+        dictionary: source word -> target word, for ``decode.replace_unk``.
+
+    Raises:
+        NMTError: naming the checkpoint, for unreadable files, mismatched tokenizers, invalid
+            ``decode`` settings, or ``replace_unk`` with a model that has no attention.
+    """
+    loaded = [load_model(path, device) for path in checkpoints]
+    first = loaded[0]
+    for path, other in zip(checkpoints[1:], loaded[1:], strict=True):
+        for side in ("src_tokenizer", "tgt_tokenizer"):
+            if getattr(other, side).to_state() != getattr(first, side).to_state():
+                raise NMTError(
+                    f"{path} and {checkpoints[0]} have different {side.split('_')[0]} tokenizers; "
+                    "an ensemble needs checkpoints trained with the same vocabularies"
+                )
+    config = dataclasses.replace(first.config.decode, **(decode or {}))
+    check_config(config)
+    for path, entry in zip(checkpoints, loaded, strict=True):
+        if config.replace_unk and not entry.model.decoder.attention.attends:
+            raise NMTError(
+                f"{path}: --replace-unk copies the source word the attention points at, but this model has no "
+                "attention (model.attention.align: none); translate without --replace-unk"
+            )
+    model = first.model if len(loaded) == 1 else Ensemble(models=[entry.model for entry in loaded])
+    return Translator(model, first.src_tokenizer, first.tgt_tokenizer, config, dictionary or {}, device)
+
+
 def translate_lines(
     lines: Sequence[str], translator: Translator, *, progress: Callable[[int], object] | None = None
 ) -> list[list[Output]]:
     """The ``n_best`` translations of every line, in input order (exactly ``n_best`` per line).
+
+    See :func:`search_lines`; a blank line gives empty outputs scored 0, a search that found
+    fewer than ``n_best`` hypotheses fills up with empty ones scored -inf.
+    """
+    n_best = translator.config.n_best
+    results = []
+    for line, found in zip(lines, search_lines(lines, translator, progress=progress), strict=True):
+        if not found.source:
+            results.append([Output("", 0.0)] * n_best)
+            continue
+        outputs = [Output(_detokenize(h, line, found.source, translator), h.score) for h in found.hypotheses]
+        results.append((outputs + [Output("", -math.inf)] * n_best)[:n_best])
+    return results
+
+
+def search_lines(
+    lines: Sequence[str], translator: Translator, *, progress: Callable[[int], object] | None = None
+) -> list[Searched]:
+    """Search every line, in input order: the path every translation and alignment of raw text takes.
 
     Lines are sorted by token length (longest first) and cut into batches of at most
     ``batch_tokens`` padded source tokens; ``progress`` hears how many lines each batch finished
     (blank lines count at once).
     """
     config = translator.config
-    limit = config.max_input_len
-    if getattr(translator.model, "max_src_len", None) is not None:
-        limit = min(limit, translator.model.max_src_len - 1)  # the EOS takes a position too
+    limit = input_limit(getattr(translator.model, "max_src_len", None), config.max_input_len)
     sources = [_source_ids(number, line, translator.src_tokenizer, limit) for number, line in enumerate(lines, 1)]
     order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: -len(sources[i]))
-    results = [[Output("", 0.0)] * config.n_best] * len(lines)
+    results = [Searched(ids, []) for ids in sources]
     report = progress or (lambda n: None)
     report(len(lines) - len(order))
     for batch in _batches(order, sources, config.batch_tokens):
@@ -72,18 +140,14 @@ def translate_lines(
                 f"--beam (now {config.beam}) or --max-input-len (now {config.max_input_len})"
             ) from err
         for i, found in zip(batch, hyps, strict=True):
-            outputs = [Output(_detokenize(h, lines[i], sources[i], translator), h.score) for h in found]
-            results[i] = (outputs + [Output("", -math.inf)] * config.n_best)[: config.n_best]
+            results[i] = Searched(sources[i], found)
         report(len(batch))
     return results
 
 
-def _source_ids(number: int, line: str, tokenizer: Tokenizer, limit: int) -> list[int]:
+def _source_ids(number: int, line: str, tokenizer: Tokenizer, limit: int | None) -> list[int]:
     """The model's input for ``line``: its ids, cut to ``limit`` tokens, plus EOS; [] for a blank line."""
-    ids = tokenizer.encode(line) if line.strip() else []
-    if len(ids) > limit:
-        log.warning("input line %d has %d tokens; translating its first %d", number, len(ids), limit)
-        ids = ids[:limit]
+    ids = truncate(tokenizer.encode(line), limit, line=number) if line.strip() else []
     return [*ids, EOS_ID] if ids else []
 
 

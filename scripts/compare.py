@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import dataclasses
 import json
 import logging
 import multiprocessing
@@ -37,16 +36,14 @@ from typing import Any, NamedTuple
 
 import torch
 
-from nmt.checkpoint import load_model
-from nmt.cli.common import add_common_args, run
-from nmt.cli.translate import write_lines
+from nmt.cli.common import add_common_args, run, write_lines
 from nmt.config import load_config
 from nmt.data import read_split
 from nmt.device import pick_device
 from nmt.errors import NMTError
 from nmt.evaluate import corpus_scores
 from nmt.train import Trainer
-from nmt.translate import Translator, translate_lines
+from nmt.translate import load_translator, translate_lines
 
 log = logging.getLogger("compare")
 
@@ -219,10 +216,8 @@ def _train_and_score(job: Job) -> dict[str, Any]:
     train_s = time.perf_counter() - start
 
     device = pick_device(config.train.device)
-    loaded = load_model(job.run_dir / "best.pt", device)
+    translator = load_translator([job.run_dir / "best.pt"], device, decode={"beam": job.beam, "n_best": 1})
     test = read_split(config.data, "test", hf_cache_dir=config.data.cache_dir)
-    decode_config = dataclasses.replace(loaded.config.decode, beam=job.beam, n_best=1)
-    translator = Translator(loaded.model, loaded.src_tokenizer, loaded.tgt_tokenizer, decode_config, {}, device)
     start = time.perf_counter()
     outputs = translate_lines(test.src, translator)
     decode_s = time.perf_counter() - start

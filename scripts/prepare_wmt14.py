@@ -45,8 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from nmt.cli.common import add_common_args, run
-from nmt.cli.translate import write_lines
+from nmt.cli.common import add_common_args, run, write_lines
 from nmt.config import DataConfig, choose
 from nmt.data import ParallelText, read_hf, read_text_pair, text_files
 from nmt.errors import NMTError

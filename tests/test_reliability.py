@@ -27,7 +27,7 @@ from test_cli_translate import WORDS, make_checkpoint
 
 from nmt import checkpoint
 from nmt import translate as translate_lib
-from nmt.cli import align, evaluate, sample, train, translate
+from nmt.cli import align, common, evaluate, sample, train, translate
 from nmt.config import AttentionConfig, DataConfig
 from nmt.data import Example, collate
 from nmt.errors import NMTError
@@ -226,11 +226,6 @@ USER_ERRORS = [
     case("src/tgt counts", ALIGN + " --src {dir}/two.txt --tgt {dir}/one.txt", "two.txt has 2 lines but {dir}/one"),
     case("invalid UTF-8 source", ALIGN + " --src {dir}/latin.txt", "latin.txt:2: invalid UTF-8"),
     case("--out is a file", ALIGN + " --src {dir}/one.txt --out {dir}/one.txt", "cannot make the output directory"),
-    case(
-        "line longer than the model reads",
-        "nmt-align --checkpoint {dir}/location.pt --src {dir}/long.txt --out {dir}/al",
-        "long.txt:1: 11 source tokens (EOS included), but this model's location attention reads at most 6",
-    ),
     # nmt-sample
     case("sample into a file", "nmt-sample {dir}/one.txt", "one.txt: cannot write the sample corpus there"),
     case("too few pairs", "nmt-sample {dir}/s --pairs 2", "--pairs 2 is too few"),
@@ -317,12 +312,28 @@ def test_replace_invalid_turns_bad_bytes_into_u_fffd(paths, capsys, monkeypatch)
     assert status == 0 and "latin.en:2: invalid UTF-8 (byte 0xff at column 3) and maybe further on: replaced" in err
 
 
+@pytest.mark.parametrize("tgt", [[], ["--tgt", "{dir}/long.txt"]], ids=["translated", "forced"])
+def test_every_command_reads_a_long_source_from_its_first_tokens(paths, capsys, monkeypatch, tgt) -> None:
+    """One policy (nmt.source_length): a source longer than a location scorer reads loses its tail, never its line."""
+    model, long = f"{paths['dir']}/location.pt", f"{paths['dir']}/long.txt"  # 10 words + EOS, over the model's 6
+    out = f"{paths['dir']}/al-long-{len(tgt)}"
+    argv = ["--checkpoint", model, "--src", long, *(a.format(**paths) for a in tgt), "--out", out, "--heatmaps", "0"]
+    status, _, err = run_cli("nmt-align", argv, b"", capsys, monkeypatch)
+    doing = "aligning" if tgt else "translating"  # the reference, or the model's own translation
+    assert status == 0 and f"input line 1 has 10 tokens; {doing} its first 5" in err
+    links = Path(out, "alignments.txt").read_text().splitlines()
+    assert len(links) == 1 and all(int(link.split("-")[0]) < 5 for link in links[0].split())
+    status, stdout, err = run_cli("nmt-translate", ["--checkpoint", model, "--input", long], b"", capsys, monkeypatch)
+    assert status == 0 and len(stdout.splitlines()) == 1
+    assert "input line 1 has 10 tokens; translating its first 5" in err
+
+
 def test_a_cuda_device_that_is_not_there(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert translate.resolve_device("cuda:0") == torch.device("cuda:0")
+    assert common.resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(NMTError, match=r"--device cuda:1: this machine has 1 CUDA device\(s\), numbered from 0"):
-        translate.resolve_device("cuda:1")
+        common.resolve_device("cuda:1")
 
 
 def test_out_of_memory_while_translating_names_the_batch(paths, capsys, monkeypatch) -> None:

@@ -23,9 +23,8 @@ from nmt.align import (
     write_alignments,
 )
 from nmt.attention import NO_ATTENTION
-from nmt.checkpoint import LoadedModel, load_model
-from nmt.cli.common import add_common_args, run
-from nmt.cli.translate import read_lines, resolve_device
+from nmt.checkpoint import load_model
+from nmt.cli.common import add_common_args, read_lines, resolve_device, run
 from nmt.errors import NMTError
 from nmt.heatmaps import FORMATS, write_heatmaps
 
@@ -132,7 +131,6 @@ def _align(args: argparse.Namespace) -> int:
             f"{args.checkpoint}: this model has no attention (model.attention.align: {NO_ATTENTION}), so it "
             "gives no alignments; align with a model trained with attention"
         )
-    _check_source_lengths(args.src, sources, loaded)
     tokenizers = loaded.src_tokenizer, loaded.tgt_tokenizer
     if references is not None:
         sentences = forced_attention(loaded.model, *tokenizers, sources, references)
@@ -151,20 +149,6 @@ def _align(args: argparse.Namespace) -> int:
         print(line)
         (out / "scores.json").write_text(line + "\n", encoding="utf-8")
     return 0
-
-
-def _check_source_lengths(path: str, sources: Sequence[str], loaded: LoadedModel) -> None:
-    """A location scorer reads a fixed number of positions; longer sources cannot be aligned."""
-    limit = loaded.model.max_src_len
-    if limit is None:
-        return
-    for number, line in enumerate(sources, start=1):
-        length = len(loaded.src_tokenizer.encode(line)) + 1  # + EOS
-        if length > limit:
-            raise NMTError(
-                f"{path}:{number}: {length} source tokens (EOS included), but this model's location "
-                f"attention reads at most {limit}; shorten or leave out the line"
-            )
 
 
 def _check_gold(

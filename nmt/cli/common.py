@@ -1,4 +1,5 @@
-"""What every CLI shares: logging to stderr, ``--debug``, and one error path for user mistakes."""
+"""What the CLIs share: logging to stderr, ``--debug``, one error path for user mistakes, reading and
+writing lines, the device, and the search options with the translator they load."""
 
 from __future__ import annotations
 
@@ -9,9 +10,18 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
+from nmt import data, translate
 from nmt.allocator import keep_freed_memory
+from nmt.device import pick_device
 from nmt.errors import NMTError
+from nmt.precision import PRECISIONS
+from nmt.search import LENGTH_PENALTIES
+from nmt.translate import Output, Translator, translate_lines
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -52,3 +62,121 @@ def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentPars
         with contextlib.suppress(OSError, ValueError):  # no flush at exit may hit the closed pipe again
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+
+
+# DecodeConfig fields with an option of the same name; options left out keep the checkpoint's value
+_DECODE_FIELDS = (
+    "beam",
+    "length_penalty",
+    "alpha",
+    "min_len_ratio",
+    "max_len_ratio",
+    "max_len",
+    "no_repeat_ngram",
+    "batch_tokens",
+    "replace_unk",
+    "max_input_len",
+    "precision",
+)
+
+
+def add_decode_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """The options nmt-translate and nmt-evaluate share: checkpoints, device and search settings."""
+    parser.add_argument(
+        "--checkpoint", nargs="+", required=required, metavar="CKPT", help="one checkpoint, or several for an ensemble"
+    )
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--beam", type=int, help="beam size; 1 is greedy search")
+    parser.add_argument("--length-penalty", choices=list(LENGTH_PENALTIES), help="length normalisation")
+    parser.add_argument("--alpha", type=float, help="the GNMT length penalty's exponent")
+    parser.add_argument("--min-len-ratio", type=float, help="at least this many output tokens per source token")
+    parser.add_argument("--max-len-ratio", type=float, help="at most this many output tokens per source token")
+    parser.add_argument("--max-len", type=int, help="at most this many output tokens")
+    parser.add_argument("--no-repeat-ngram", type=int, metavar="N", help="never repeat an n-gram of this size")
+    parser.add_argument("--batch-tokens", type=int, metavar="N", help="about N source tokens per batch")
+    parser.add_argument("--max-input-len", type=int, metavar="N", help="translate longer lines from N tokens")
+    parser.add_argument(
+        "--precision", choices=list(PRECISIONS), help="fp32, or search under bf16 autocast (fp16: CUDA only)"
+    )
+    parser.add_argument(
+        "--replace-unk",
+        action=argparse.BooleanOptionalAction,
+        help="replace each <unk> by the most attended source word (or its --dict translation)",
+    )
+    parser.add_argument("--dict", metavar="F", help="source<TAB>target word translations for --replace-unk")
+    parser.add_argument(
+        "--replace-invalid", action="store_true", help="replace invalid UTF-8 bytes in the input instead of failing"
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: :func:`nmt.device.pick_device`, the rule ``train.device`` follows too."""
+    return pick_device(name, key="--device")
+
+
+def load_translator(args: argparse.Namespace, *, n_best: int | None = None) -> Translator:
+    """:func:`nmt.translate.load_translator` of ``args.checkpoint`` with the search options given in ``args``."""
+    given = {field: getattr(args, field) for field in _DECODE_FIELDS} | {"n_best": n_best}
+    decode = {key: value for key, value in given.items() if value is not None}
+    translator = translate.load_translator(args.checkpoint, resolve_device(args.device), decode=decode)
+    if args.dict and not translator.config.replace_unk:
+        raise NMTError("--dict is only used with --replace-unk; add --replace-unk")
+    dictionary = read_dictionary(args.dict, replace_invalid=args.replace_invalid) if args.dict else {}
+    return translator._replace(dictionary=dictionary)
+
+
+def translate_with_progress(lines: Sequence[str], translator: Translator, *, quiet: bool) -> list[list[Output]]:
+    """:func:`nmt.translate.translate_lines` with a progress bar on stderr counting sentences."""
+    with tqdm(total=len(lines), unit="sent", file=sys.stderr, disable=quiet or None, leave=False) as bar:
+        return translate_lines(lines, translator, progress=bar.update)
+
+
+def read_lines(path: str | None, *, replace_invalid: bool = False) -> list[str]:
+    """:func:`nmt.data.read_lines` of ``path`` (stdin when None), pointing at ``--replace-invalid``."""
+    return data.read_lines(path, replace_invalid=replace_invalid, remedy="pass --replace-invalid")
+
+
+def read_dictionary(path: str, *, replace_invalid: bool = False) -> dict[str, str]:
+    """A ``source<TAB>target`` word dictionary for ``--replace-unk``; blank lines are skipped.
+
+    A source word listed twice keeps its first translation (dictionaries list the most
+    probable first). A line that is not ``word<TAB>word`` raises NMTError naming the line.
+    """
+    dictionary: dict[str, str] = {}
+    for number, line in enumerate(read_lines(path, replace_invalid=replace_invalid), start=1):
+        if not line.strip():
+            continue
+        source, tab, target = line.partition("\t")
+        if not tab or not source.strip() or not target.strip():
+            raise NMTError(f"{path}:{number}: expected 'source<TAB>target', got {line!r}")
+        dictionary.setdefault(source.strip(), target.strip())
+    return dictionary
+
+
+def check_output(path: str | None) -> None:
+    """Fail before any work if ``path`` cannot take the output: a directory, or a file in a missing directory."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise NMTError(f"{path}: is a directory; give the name of a file for the output")
+    if not target.parent.is_dir():
+        raise NMTError(f"{path}: {target.parent} is not an existing directory; create it or write elsewhere")
+
+
+def write_lines(lines: Sequence[str], path: str | None) -> None:
+    """Write ``lines`` to ``path`` (all or nothing: a temporary file renamed into place) or to stdout."""
+    data = "".join(f"{line}\n" for line in lines).encode("utf-8")
+    if path is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise NMTError(f"{path}: cannot write the output ({err.strerror or err})") from err

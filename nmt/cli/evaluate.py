@@ -15,12 +15,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from nmt.cli.common import add_common_args, run
-from nmt.cli.translate import (
+from nmt.cli.common import (
+    add_common_args,
     add_decode_args,
     check_output,
     load_translator,
     read_lines,
+    run,
     translate_with_progress,
     write_lines,
 )

@@ -28,66 +28,19 @@ Search settings default to the checkpoint's ``decode`` section; the options over
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
-from nmt import data
-from nmt.checkpoint import load_model
-from nmt.cli.common import add_common_args, run
-from nmt.errors import NMTError
-from nmt.precision import PRECISIONS
-from nmt.search import LENGTH_PENALTIES, Ensemble, check_config
-from nmt.translate import Output, Translator, translate_lines
-
-# DecodeConfig fields with an option of the same name; options left out keep the checkpoint's value
-_DECODE_FIELDS = (
-    "beam",
-    "length_penalty",
-    "alpha",
-    "min_len_ratio",
-    "max_len_ratio",
-    "max_len",
-    "no_repeat_ngram",
-    "batch_tokens",
-    "replace_unk",
-    "max_input_len",
-    "precision",
+from nmt.cli.common import (
+    add_common_args,
+    add_decode_args,
+    check_output,
+    load_translator,
+    read_lines,
+    run,
+    translate_with_progress,
+    write_lines,
 )
-
-
-def add_decode_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    """The options nmt-translate and nmt-evaluate share: checkpoints, device and search settings."""
-    parser.add_argument(
-        "--checkpoint", nargs="+", required=required, metavar="CKPT", help="one checkpoint, or several for an ensemble"
-    )
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--beam", type=int, help="beam size; 1 is greedy search")
-    parser.add_argument("--length-penalty", choices=list(LENGTH_PENALTIES), help="length normalisation")
-    parser.add_argument("--alpha", type=float, help="the GNMT length penalty's exponent")
-    parser.add_argument("--min-len-ratio", type=float, help="at least this many output tokens per source token")
-    parser.add_argument("--max-len-ratio", type=float, help="at most this many output tokens per source token")
-    parser.add_argument("--max-len", type=int, help="at most this many output tokens")
-    parser.add_argument("--no-repeat-ngram", type=int, metavar="N", help="never repeat an n-gram of this size")
-    parser.add_argument("--batch-tokens", type=int, metavar="N", help="about N source tokens per batch")
-    parser.add_argument("--max-input-len", type=int, metavar="N", help="translate longer lines from N tokens")
-    parser.add_argument(
-        "--precision", choices=list(PRECISIONS), help="fp32, or search under bf16 autocast (fp16: CUDA only)"
-    )
-    parser.add_argument(
-        "--replace-unk",
-        action=argparse.BooleanOptionalAction,
-        help="replace each <unk> by the most attended source word (or its --dict translation)",
-    )
-    parser.add_argument("--dict", metavar="F", help="source<TAB>target word translations for --replace-unk")
-    parser.add_argument(
-        "--replace-invalid", action="store_true", help="replace invalid UTF-8 bytes in the input instead of failing"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,108 +73,6 @@ def _translate(args: argparse.Namespace) -> int:
         out = [f"{i} ||| {h.text} ||| {h.score:.4f}" for i, hyps in enumerate(results) for h in hyps]
     write_lines(out, args.output)
     return 0
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is cuda where available, else cpu; anything else must be a torch device name."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise NMTError(f"--device {name!r} is not a device name (try cpu, cuda or cuda:0)") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NMTError(f"--device {name}: CUDA is not available here; use --device cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise NMTError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0")
-    return device
-
-
-def load_translator(args: argparse.Namespace, *, n_best: int | None = None) -> Translator:
-    """Load ``args.checkpoint`` (one model or an ensemble) with settings from the checkpoint and ``args``."""
-    device = resolve_device(args.device)
-    loaded = [load_model(path, device) for path in args.checkpoint]
-    first = loaded[0]
-    for path, other in zip(args.checkpoint[1:], loaded[1:], strict=True):
-        for side in ("src_tokenizer", "tgt_tokenizer"):
-            if getattr(other, side).to_state() != getattr(first, side).to_state():
-                raise NMTError(
-                    f"{path} and {args.checkpoint[0]} have different {side.split('_')[0]} tokenizers; "
-                    "an ensemble needs checkpoints trained with the same vocabularies"
-                )
-    given = {field: getattr(args, field) for field in _DECODE_FIELDS} | {"n_best": n_best}
-    config = dataclasses.replace(first.config.decode, **{k: v for k, v in given.items() if v is not None})
-    check_config(config)
-    if config.batch_tokens < 1 or config.max_input_len < 1:
-        raise NMTError("--batch-tokens and --max-input-len must be positive")
-    for path, entry in zip(args.checkpoint, loaded, strict=True):
-        if config.replace_unk and not entry.model.decoder.attention.attends:
-            raise NMTError(
-                f"{path}: --replace-unk copies the source word the attention points at, but this model has no "
-                "attention (model.attention.align: none); translate without --replace-unk"
-            )
-    if args.dict and not config.replace_unk:
-        raise NMTError("--dict is only used with --replace-unk; add --replace-unk")
-    model = first.model if len(loaded) == 1 else Ensemble(models=[entry.model for entry in loaded])
-    dictionary = read_dictionary(args.dict, replace_invalid=args.replace_invalid) if args.dict else {}
-    return Translator(model, first.src_tokenizer, first.tgt_tokenizer, config, dictionary, device)
-
-
-def translate_with_progress(lines: Sequence[str], translator: Translator, *, quiet: bool) -> list[list[Output]]:
-    """:func:`nmt.translate.translate_lines` with a progress bar on stderr counting sentences."""
-    with tqdm(total=len(lines), unit="sent", file=sys.stderr, disable=quiet or None, leave=False) as bar:
-        return translate_lines(lines, translator, progress=bar.update)
-
-
-def read_lines(path: str | None, *, replace_invalid: bool = False) -> list[str]:
-    """:func:`nmt.data.read_lines` of ``path`` (stdin when None), pointing at ``--replace-invalid``."""
-    return data.read_lines(path, replace_invalid=replace_invalid, remedy="pass --replace-invalid")
-
-
-def read_dictionary(path: str, *, replace_invalid: bool = False) -> dict[str, str]:
-    """A ``source<TAB>target`` word dictionary for ``--replace-unk``; blank lines are skipped.
-
-    A source word listed twice keeps its first translation (dictionaries list the most
-    probable first). A line that is not ``word<TAB>word`` raises NMTError naming the line.
-    """
-    dictionary: dict[str, str] = {}
-    for number, line in enumerate(read_lines(path, replace_invalid=replace_invalid), start=1):
-        if not line.strip():
-            continue
-        source, tab, target = line.partition("\t")
-        if not tab or not source.strip() or not target.strip():
-            raise NMTError(f"{path}:{number}: expected 'source<TAB>target', got {line!r}")
-        dictionary.setdefault(source.strip(), target.strip())
-    return dictionary
-
-
-def check_output(path: str | None) -> None:
-    """Fail before any work if ``path`` cannot take the output: a directory, or a file in a missing directory."""
-    if path is None:
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise NMTError(f"{path}: is a directory; give the name of a file for the output")
-    if not target.parent.is_dir():
-        raise NMTError(f"{path}: {target.parent} is not an existing directory; create it or write elsewhere")
-
-
-def write_lines(lines: Sequence[str], path: str | None) -> None:
-    """Write ``lines`` to ``path`` (all or nothing: a temporary file renamed into place) or to stdout."""
-    data = "".join(f"{line}\n" for line in lines).encode("utf-8")
-    if path is None:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise NMTError(f"{path}: cannot write the output ({err.strerror or err})") from err
 
 
 if __name__ == "__main__":
