@@ -30,7 +30,7 @@ from typing import IO, Any, NamedTuple
 import torch
 
 from nmt.config import Config, ConfigError, from_dict
-from nmt.errors import NMTError
+from nmt.errors import NMTError, first_line
 from nmt.model import Seq2Seq
 from nmt.tokenizer import PAD_ID, Tokenizer, tokenizer_from_state
 
@@ -125,7 +125,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "only load checkpoints written by nmt-train"
         ) from err
     except RuntimeError as err:
-        raise NMTError(f"{path}: corrupt checkpoint; its body cannot be read ({_first_line(err)})") from err
+        raise NMTError(f"{path}: corrupt checkpoint; its body cannot be read ({first_line(err)})") from err
     _check_version(path, payload)
     config = payload.get("config")
     if isinstance(config, dict):  # an older checkpoint's config states what it did, not today's defaults
@@ -185,7 +185,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     except ConfigError as err:
         raise NMTError(f"{path}: the checkpoint's config is not valid for this nmt: {err}") from err
     except (KeyError, TypeError, RuntimeError) as err:
-        raise NMTError(f"{path}: incomplete or mismatched checkpoint ({_first_line(err)})") from err
+        raise NMTError(f"{path}: incomplete or mismatched checkpoint ({first_line(err)})") from err
     model.to(device).eval()
     return LoadedModel(model, config, src, tgt)
 
@@ -266,7 +266,3 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

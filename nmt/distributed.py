@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from nmt.errors import NMTError
+from nmt.errors import NMTError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def process_group(device: torch.device) -> Iterator[Ranks]:
     except (RuntimeError, ValueError) as err:
         raise NMTError(
             f"rank {ranks.rank} of {ranks.world_size} cannot join the process group at {address}: "
-            f"{_first_line(err)}; check --master_addr/--master_port and that every node can reach rank 0's node"
+            f"{first_line(err)}; check --master_addr/--master_port and that every node can reach rank 0's node"
         ) from err
     if ranks.is_main:
         log.info("%d ranks joined the %s process group at %s", ranks.world_size, BACKENDS[device.type], address)
@@ -233,7 +233,3 @@ def moved_position(
 
 def _ranks(count: int) -> str:
     return f"{count} data-parallel rank{'s' if count != 1 else ''}"
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
