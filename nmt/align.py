@@ -15,9 +15,8 @@ column (EOS is no word):
 - a target word's row is, by default, the row of its **first** piece (``TARGET_MERGES``;
   ``mean`` averages the rows of all its pieces instead). The decoder picks the source word
   to translate when it starts a target word; the later pieces of a word follow from the
-  target side and their attention often rests on some uninformative position. On the
-  quickstart model (global attention) the first-piece rule gave a dev-set AER of 0.35
-  where the mean gave 0.64.
+  target side and their attention often rests on some uninformative position (README.md,
+  "Design notes", compares the two rules).
 
 A hard alignment then links every target word to the source word of highest weight,
 the paper's one-to-one extraction.

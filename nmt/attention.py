@@ -141,8 +141,9 @@ class ConcatScorer(Scorer):
 class LocationScorer(Scorer):
     """a_t = softmax(W_a h_t): one score per source *position*, whatever the word there.
 
-    W_a knows ``model.attention.max_src_len`` positions; a longer source (EOS included) is a
-    :class:`ConfigError`, never silently truncated.
+    W_a knows ``model.attention.max_src_len`` positions. Callers drop or cut longer sources first
+    (:mod:`nmt.source_length`); one that reaches the scorer (EOS included) is a :class:`ConfigError`,
+    never silently truncated.
     """
 
     def __init__(self, *, hidden: int, config: AttentionConfig) -> None:

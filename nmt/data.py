@@ -422,19 +422,18 @@ class BucketBatcher:
     With ``balance_tokens`` a ``batch_size`` batch takes half its pairs from the short end of the
     sorted pool and half from the long end, so every batch holds about the same number of target
     tokens. The loss is summed over a batch's tokens and the gradient is clipped per batch, so
-    batches of one length each give a long sentence's tokens less weight than a short one's
-    (on the peer benchmark, 91 % of such batches were clipped, and the gradient norm grew by
-    about 0.5 per target token). Balanced batches weigh every token alike, as random batches
-    do, with fewer decoder steps than random ones (on Multi30k, 20.5 steps per batch against
-    16.3 sorted and 34.4 random). ``max_tokens`` batches hold about equal tokens already and are
-    cut in sorted order.
+    batches of one length each give a long sentence's tokens less weight than a short one's (the
+    gradient norm grows with the length, and long batches are clipped). Balanced batches weigh
+    every token alike, as random batches do, with fewer decoder steps than random ones.
+    ``max_tokens`` batches hold about equal tokens already and are cut in sorted order. README.md
+    ("Design notes") has the measurements.
 
     Ties keep the random order, so pairs of equal target length meet in new batches every epoch
-    (sorting by source length as well fixed each batch's pairs for good: 7 to 10 BLEU lower
-    after 5000 updates on the peer benchmark). Smaller pools mix lengths (1: random batches, as
-    JoeyNMT's). The decoder skips target padding (:func:`nmt.decoder.packed`), so mixed lengths
-    cost extra steps, not wasted rows. With ``batch_size`` every epoch has the same number of
-    batches; with ``max_tokens`` it can vary a little (:meth:`count`).
+    (sorting by source length as well would fix each batch's pairs for good, which trains much
+    worse). Smaller pools mix lengths (1: random batches, as JoeyNMT's). The decoder skips target
+    padding (:func:`nmt.decoder.packed`), so mixed lengths cost extra steps, not wasted rows. With
+    ``batch_size`` every epoch has the same number of batches; with ``max_tokens`` it can vary a
+    little (:meth:`count`).
 
     Sharding: rank ``r`` of ``world_size`` gets every ``world_size``-th batch of the epoch. The
     largest batches are halved until their count divides by ``world_size``, so every rank gets the

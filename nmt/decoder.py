@@ -60,8 +60,8 @@ def lstm_step(rnn: nn.LSTM, x: Tensor, hidden: list[Tensor], cell: list[Tensor])
     """One time step of the stacked ``rnn`` through its own weights, layer by layer.
 
     A one-step call of ``nn.LSTM`` runs the fused oneDNN kernel, whose backward costs about ten
-    times more than these cell calls (17 steps of 2x256, batch 64, fwd+bwd on 2 cores: 533 ms vs
-    56 ms). Dropout between layers matches ``nn.LSTM``'s.
+    times more than these cell calls on the CPU (README.md, "Design notes"). Dropout between
+    layers matches ``nn.LSTM``'s.
 
     Args:
         x: the first layer's input ``(batch, input)``.

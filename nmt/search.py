@@ -117,8 +117,8 @@ def decode(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: Decode
     to ``config.precision``.
 
     It leaves a caller's inference mode: that mode turns off autocast's cache of cast weights,
-    so every step would cast every weight matrix again (bf16 greedy search 26 % slower on the
-    peer benchmark). fp32 search is as fast either way.
+    so every step would cast every weight matrix again (README.md, "Design notes"). fp32
+    search is as fast either way.
     """
     search = greedy_search if config.beam == 1 else beam_search
     with torch.inference_mode(False), autocast_for(src.device, config.precision, key="decode.precision")():
