@@ -4,12 +4,14 @@ Every section owns its defaults. Unknown keys and values of the wrong type fail 
 with a :class:`ConfigError` that names the dotted key and, for typos, the closest valid
 key ("did you mean"). Names that select a registered class (a scorer, an optimizer, ...)
 are checked with :func:`choose` where the registry lives, and the error lists the choices.
+A file may overlay another, giving only what differs (``base: PATH``; see :func:`load_config`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ import yaml
 from nmt.errors import NMTError
 
 T = TypeVar("T")
+
+BASE_KEY = "base"  # a config file's top-level key naming the file it overlays
 
 
 class ConfigError(NMTError, ValueError):
@@ -210,6 +214,27 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def non_defaults(config: Config) -> list[str]:
+    """``key=value`` for every key where ``config`` differs from the defaults: the overrides that rebuild it."""
+    default = flatten(to_dict(Config()))
+    return [
+        f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in flatten(to_dict(config)).items()
+        if value != default[key]
+    ]
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{"a.b": value}``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def apply_override(values: dict[str, Any], override: str) -> None:
     """Set ``a.b.c=value`` (value parsed as YAML) inside the nested dict ``values``."""
     key, sep, raw = override.partition("=")
@@ -229,26 +254,14 @@ def apply_override(values: dict[str, Any], override: str) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Read a YAML file (or start from defaults) and apply ``key=value`` overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from err
-        except UnicodeDecodeError as err:
-            line = err.object.count(b"\n", 0, err.start) + 1
-            raise ConfigError(
-                f"{path}:{line}: not valid UTF-8 (byte 0x{err.object[err.start]:02x}); save the config as UTF-8"
-            ) from err
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(_yaml_error(path, err)) from err
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-        _check_file(path, text, values)
+    """Read a YAML file (or start from defaults), resolve its ``base`` chain and apply ``key=value`` overrides.
+
+    A file may name another as ``base: PATH`` (relative to the file naming it) and give only what
+    differs: its keys are applied to the base's as if each were a ``key=value`` override, so a
+    section merges key by key and any other value replaces the base's. A base may have a base of
+    its own; a chain that comes back to a file it passed is refused.
+    """
+    values = {} if path is None else _resolve(Path(path), ())
     return with_overrides(values, overrides)
 
 
@@ -257,6 +270,55 @@ def with_overrides(values: dict[str, Any], overrides: typing.Sequence[str]) -> C
     for override in overrides:
         apply_override(values, override)
     return from_dict(Config, values)
+
+
+def _resolve(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The values of the file at ``path`` over those of its base chain; ``chain`` is the files that led here."""
+    text, values = _read(path)
+    base = values.pop(BASE_KEY, None)
+    _check_file(path, text, values, chain)
+    if base is None:
+        return values
+    where = f"{path}:{_line_of(text, BASE_KEY)}: {BASE_KEY}"
+    if not isinstance(base, str):
+        raise ConfigError(f"{where}: expected the path of a config file, got {base!r}", BASE_KEY)
+    base_path = path.parent / base
+    chain = (*chain, path)
+    if not base_path.is_file():
+        raise ConfigError(f"{where}: no config file {base_path}", BASE_KEY)
+    if base_path.resolve() in {link.resolve() for link in chain}:
+        cycle = " -> ".join(map(str, (*chain, base_path)))
+        raise ConfigError(f"{where}: the chain of bases comes back to a file it passed: {cycle}", BASE_KEY)
+    return _merge(_resolve(base_path, chain), values)
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` over ``base``: a section (mapping) in both merges key by key, any other value replaces."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both_sections else value
+    return merged
+
+
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
+    """The text of a config file and its top-level mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from err
+    except UnicodeDecodeError as err:
+        line = err.object.count(b"\n", 0, err.start) + 1
+        raise ConfigError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{err.object[err.start]:02x}); save the config as UTF-8"
+        ) from err
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(_yaml_error(path, err)) from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return text, values
 
 
 def _yaml_error(path: Path, err: yaml.YAMLError) -> str:
@@ -269,13 +331,14 @@ def _yaml_error(path: Path, err: yaml.YAMLError) -> str:
     return f"{path}:{mark.line + 1}: not valid YAML: {err.problem}{where}"
 
 
-def _check_file(path: Path, text: str, values: dict[str, Any]) -> None:
-    """Validate the file on its own, so its mistakes are reported with the file and line."""
+def _check_file(path: Path, text: str, values: dict[str, Any], chain: tuple[Path, ...]) -> None:
+    """Validate the file on its own, so its mistakes are reported with the file, line and the files that led to it."""
     try:
         from_dict(Config, values)
     except ConfigError as err:
         line = _line_of(text, err.key)
-        raise ConfigError(f"{path}:{line}: {err}" if line else f"{path}: {err}", err.key) from err
+        via = f" (in the chain of bases {' -> '.join(map(str, (*chain, path)))})" if chain else ""
+        raise ConfigError(f"{path}:{line}: {err}{via}" if line else f"{path}: {err}{via}", err.key) from err
 
 
 def _line_of(text: str, key: str | None) -> int | None:

@@ -8,9 +8,11 @@ import signal
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nmt.checkpoint import load_checkpoint, load_model
 from nmt.cli import train as cli
+from nmt.config import load_config, to_dict
 
 TINY = (
     "data.tokenizer=word",
@@ -28,11 +30,17 @@ TINY = (
 def test_trains_a_few_steps_and_writes_the_run_directory(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["--config", str(config), *TINY, "train.max_steps=5"]) == 0
+    overlay = tmp_path / "overlay" / "tiny_dot.yaml"  # the run directory holds the resolved config, not the overlay
+    overlay.parent.mkdir()
+    overlay.write_text(f"base: ../{config.name}\nmodel:\n  attention:\n    score: dot\n", encoding="utf-8")
+    assert cli.main(["--config", str(overlay), *TINY, "train.max_steps=5"]) == 0
     run = tmp_path / "run"
     assert {"config.yaml", "metrics.jsonl", "tokenizer.joint.vocab", "last.pt", "best.pt"} <= {
         p.name for p in run.iterdir()
     }
+    resolved = to_dict(load_config(overlay, [*TINY, "train.max_steps=5"]))
+    assert yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) == resolved
+    assert resolved["model"]["attention"]["score"] == "dot" and resolved["data"]["train"] == f"{tmp_path}/data/train"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["event"], r["step"]) for r in records] == [
         ("train", 2),
@@ -43,9 +51,12 @@ def test_trains_a_few_steps_and_writes_the_run_directory(
     loaded = load_model(run / "last.pt")
     assert loaded.config.model.hidden == 12 and loaded.config.train.max_steps == 5
     assert load_checkpoint(run / "last.pt")["step"] == 5
+    assert load_checkpoint(run / "last.pt")["config"] == resolved
     out, err = capsys.readouterr()
     assert out == ""  # stdout carries data only
     assert "dev perplexity" in err
+    logged = "config (the defaults but for): model.embed=12 model.hidden=12 model.layers=1 model.attention.score=dot "
+    assert logged in err
 
 
 def test_resume_trains_on_to_a_higher_max_steps(config: Path, tmp_path: Path) -> None:
@@ -82,6 +93,11 @@ def test_user_mistakes_give_one_line_and_status_1(config: Path, capsys: pytest.C
     assert "nothing to resume" in capsys.readouterr().err
     assert cli.main(["--config", str(config), "data.train=/nonexistent/corpus"]) == 1
     assert "/nonexistent/corpus.en: no such file" in capsys.readouterr().err
+    overlay = config.with_name("overlay.yaml")
+    overlay.write_text("base: tiny.yml\n", encoding="utf-8")
+    assert cli.main(["--config", str(overlay)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"nmt-train: error: {overlay}:1: base: no config file {config.with_name('tiny.yml')}\n"
 
 
 def test_help_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,17 @@ import re
 
 import pytest
 
-from nmt.config import AttentionConfig, Config, ConfigError, ModelConfig, choose, from_dict, load_config, to_dict
+from nmt.config import (
+    AttentionConfig,
+    Config,
+    ConfigError,
+    ModelConfig,
+    choose,
+    from_dict,
+    load_config,
+    non_defaults,
+    to_dict,
+)
 from nmt.errors import NMTError
 
 YAML = """\
@@ -142,3 +152,102 @@ def test_a_mistake_in_the_file_is_reported_even_with_overrides(tmp_path):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(NMTError, match=r"missing\.yaml: cannot read config"):
         load_config(tmp_path / "missing.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlays: a file names a base and gives only what differs
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_an_overlay_merges_its_sections_key_by_key_into_the_base(tmp_path):
+    write(
+        tmp_path / "family.yaml",
+        "model:\n  hidden: 64\n  attention:\n    score: dot\n    window: 4\ntrain:\n  lr: 0.5\n",
+    )
+    overlay = write(tmp_path / "family/local.yaml", "base: ../family.yaml\nmodel:\n  attention:\n    align: local-m\n")
+    config = load_config(overlay)
+    assert config.model.hidden == 64 and config.train.lr == 0.5
+    assert config.model.attention == AttentionConfig(score="dot", align="local-m", window=4)
+
+
+def test_an_overlay_equals_its_base_with_its_keys_as_overrides(tmp_path):
+    base = write(tmp_path / "base.yaml", YAML)
+    overlay = write(tmp_path / "overlay.yaml", "base: base.yaml\nmodel:\n  layers: 3\n  attention: {score: dot}\n")
+    assert load_config(overlay) == load_config(base, ["model.layers=3", "model.attention.score=dot"])
+
+
+def test_overrides_win_over_the_whole_chain(tmp_path):
+    write(tmp_path / "base.yaml", YAML)
+    overlay = write(tmp_path / "overlay.yaml", "base: base.yaml\nmodel:\n  hidden: 32\n")
+    assert load_config(overlay, ["model.hidden=16"]).model.hidden == 16
+
+
+def test_a_base_may_have_a_base_and_each_path_is_relative_to_the_file_naming_it(tmp_path):
+    write(tmp_path / "a/root.yaml", "model:\n  hidden: 8\n  layers: 3\n  embed: 5\n")
+    write(tmp_path / "b/middle.yaml", "base: ../a/root.yaml\nmodel:\n  layers: 2\n  embed: 6\n")
+    leaf = write(tmp_path / "b/c/leaf.yaml", "base: ../middle.yaml\nmodel:\n  embed: 7\n")
+    model = load_config(leaf).model
+    assert (model.hidden, model.layers, model.embed) == (8, 2, 7)
+
+
+def test_the_resolved_config_has_no_base_key(tmp_path):
+    write(tmp_path / "base.yaml", YAML)
+    overlay = write(tmp_path / "overlay.yaml", "base: base.yaml\n")
+    assert "base" not in to_dict(load_config(overlay))
+    assert load_config(overlay) == load_config(tmp_path / "base.yaml")
+
+
+def test_an_unknown_key_in_an_overlay_names_the_overlay_and_its_line(tmp_path):
+    write(tmp_path / "base.yaml", YAML)
+    overlay = write(tmp_path / "overlay.yaml", "base: base.yaml\nmodel:\n  hiden: 8\n")
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{overlay}:3: unknown key 'model.hiden' (did you mean 'hidden'?)")
+    ):
+        load_config(overlay)
+
+
+def test_a_mistake_in_a_base_names_the_base_and_the_chain_that_reached_it(tmp_path):
+    base = write(tmp_path / "base.yaml", "train:\n  lr: fast\n")
+    overlay = write(tmp_path / "overlay.yaml", "base: base.yaml\n")
+    expected = f"{base}:2: train.lr: expected float, got 'fast' (in the chain of bases {overlay} -> {base})"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(overlay)
+
+
+def test_a_missing_base_names_the_file_that_referred_to_it(tmp_path):
+    overlay = write(tmp_path / "overlay.yaml", "model:\n  hidden: 8\nbase: gone.yaml\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{overlay}:3: base: no config file {tmp_path / 'gone.yaml'}")):
+        load_config(overlay)
+
+
+def test_a_base_must_be_a_path(tmp_path):
+    overlay = write(tmp_path / "overlay.yaml", "base: [a.yaml, b.yaml]\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{overlay}:1: base: expected the path of a config file")):
+        load_config(overlay)
+
+
+@pytest.mark.parametrize("length", [1, 3])
+def test_a_cycle_of_bases_is_refused_and_named(tmp_path, length):
+    names = [f"c{i}.yaml" for i in range(length)]
+    for name, base in zip(names, names[1:] + names[:1], strict=True):
+        write(tmp_path / name, f"base: {base}\n")
+    cycle = " -> ".join(str(tmp_path / name) for name in [*names, names[0]])
+    with pytest.raises(ConfigError, match=re.escape(f"comes back to a file it passed: {cycle}")):
+        load_config(tmp_path / names[0])
+
+
+def test_non_defaults_are_the_overrides_that_rebuild_a_config(config_file):
+    config = load_config(config_file)
+    assert non_defaults(config) == [
+        "model.hidden=64",
+        "model.attention.score=concat",
+        "model.attention.align=local-p",
+        "data.max_len=null",
+        "train.lr=1.0",
+    ]
+    assert load_config(overrides=non_defaults(config)) == config

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from nmt.cli.common import add_common_args, run
-from nmt.config import load_config
+from nmt.config import load_config, non_defaults
 from nmt.device import pick_device
 from nmt.distributed import process_group
 from nmt.progress import Progress
@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    log.info("config (the defaults but for): %s", " ".join(non_defaults(config)))
     stop = threading.Event()
     received: list[str] = []
     with (
