@@ -1,5 +1,6 @@
-"""Every shipped config loads and builds; the paper and Multi30k families say what their names say;
-scripts/compare.py's table and scripts/prepare_wmt14.py's layout and idempotence."""
+"""Every shipped config loads and builds; the paper and Multi30k families are overlays of one base each,
+stating only what differs from it and what their names say; scripts/compare.py's table and
+scripts/prepare_wmt14.py's layout and idempotence."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from nmt.attention import ALIGNMENTS, NO_ATTENTION, SCORERS
-from nmt.config import load_config, to_dict
+from nmt.config import BASE_KEY, DecodeConfig, flatten, load_config, to_dict
 from nmt.data import read_split
 from nmt.model import Seq2Seq
 from nmt.tokenizer import EOS_ID
@@ -23,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 LUONG = sorted((ROOT / "configs" / "luong2015").glob("*.yaml"))
 MULTI30K = sorted((ROOT / "configs" / "multi30k").glob("*.yaml"))
+# Each family directory configs/NAME/ holds overlays of configs/NAME.yaml.
+FAMILY_BASE = {path: path.parent.with_suffix(".yaml") for path in LUONG + MULTI30K}
+OVERLAYS = [path for path in CONFIGS if BASE_KEY in yaml.safe_load(path.read_text(encoding="utf-8"))]
 TINY = ("model.hidden=8", "model.embed=8", "model.layers=1", "model.attention.max_src_len=12")
 
 # The paper's settings (Luong et al. 2015, §4.1), with dropout 0.2 and its 12-epoch schedule.
@@ -49,7 +54,7 @@ PAPER = {
     "train.accum_steps": 1,
     "train.clip_norm": 5.0,
 }
-# What the files of one family may differ in: what their names say, and where they save.
+# What a file of a family may state: what its name says, and where it saves.
 NAMED_BY_FILE = {"model.attention.score", "model.attention.align", "model.input_feed", "train.save_dir"}
 # Table 1's first two rows come before dropout, so they train 10 epochs, halving after the 5th (§4.1).
 NO_DROPOUT = {"model.dropout": 0.0, "train.max_epochs": 10, "train.halve_after_epoch": 5}
@@ -68,21 +73,21 @@ TABLE1 = {
 
 def flat(config: Any) -> dict[str, Any]:
     """The config as ``{"a.b": value}``."""
-    out: dict[str, Any] = {}
+    return flatten(to_dict(config))
 
-    def walk(node: dict[str, Any], prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                out[f"{prefix}{key}"] = value
 
-    walk(to_dict(config), "")
-    return out
+def written(path: Path) -> dict[str, Any]:
+    """What an overlay file states itself, as ``{"a.b": value}`` (its base aside)."""
+    values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return flatten({key: value for key, value in values.items() if key != BASE_KEY})
 
 
 def differing(a: dict[str, Any], b: dict[str, Any]) -> set[str]:
     return {key for key in a if a[key] != b[key]}
+
+
+def config_id(path: Path) -> str:
+    return str(path.relative_to(ROOT / "configs"))
 
 
 def script(name: str) -> ModuleType:
@@ -93,7 +98,7 @@ def script(name: str) -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+@pytest.mark.parametrize("path", CONFIGS, ids=config_id)
 def test_every_config_loads_and_its_model_runs_at_a_tiny_size(path):
     config = load_config(path, TINY)
     model = Seq2Seq(config=config.model, src_vocab=11, tgt_vocab=13).eval()
@@ -112,6 +117,22 @@ def test_the_families_are_there():
     assert len(MULTI30K) == len(SCORERS) * len(ALIGNMENTS) + 1
 
 
+@pytest.mark.parametrize("path", LUONG + MULTI30K, ids=config_id)
+def test_a_family_file_is_an_overlay_of_its_family_base_and_says_how_to_run_it(path):
+    assert yaml.safe_load(path.read_text(encoding="utf-8"))[BASE_KEY] == f"../{FAMILY_BASE[path].name}"
+    header = path.read_text(encoding="utf-8").splitlines()[:2]
+    assert header[0].startswith("# ") and header[1] == f"# Run: nmt-train --config configs/{config_id(path)}"
+
+
+@pytest.mark.parametrize("path", OVERLAYS, ids=config_id)
+def test_an_overlay_states_exactly_what_differs_from_its_base(path):
+    base = path.parent / yaml.safe_load(path.read_text(encoding="utf-8"))[BASE_KEY]
+    resolved, own = flat(load_config(path)), written(path)
+    assert differing(resolved, flat(load_config(base))) == set(own)  # nothing restated, nothing hidden
+    assert {key: resolved[key] for key in own} == own
+    assert load_config(path) == load_config(base, [f"{key}={yaml.safe_dump(value)}" for key, value in own.items()])
+
+
 @pytest.mark.parametrize("path", LUONG, ids=lambda p: p.stem)
 def test_luong2015_configs_hold_the_papers_settings(path):
     values = flat(load_config(path))
@@ -119,21 +140,18 @@ def test_luong2015_configs_hold_the_papers_settings(path):
     assert values["train.save_dir"] == f"runs/luong2015/{path.stem}"
 
 
-def test_luong2015_configs_differ_only_in_what_their_names_say():
-    base = flat(load_config(ROOT / "configs/luong2015/local_p_general.yaml"))
-    for path in LUONG:
-        values = flat(load_config(path))
-        allowed = (
-            NAMED_BY_FILE
-            | {"decode.replace_unk"}
-            | ({"model.attention.max_src_len"} if "location" in path.stem else set())
-            | set(BEFORE_DROPOUT.get(path.stem, {}))
-        )
-        assert differing(values, base) <= allowed, path.name
-        attends = values["model.attention.align"] != NO_ATTENTION
-        assert attends == (not path.stem.startswith("base")), path.name
-        assert values["model.input_feed"] == (attends and "nofeed" not in path.stem)
-        assert values["decode.replace_unk"] == path.stem.endswith("_unk")
+@pytest.mark.parametrize("path", LUONG, ids=lambda p: p.stem)
+def test_luong2015_configs_state_only_what_their_names_say(path):
+    allowed = NAMED_BY_FILE | {"decode.replace_unk"} | set(BEFORE_DROPOUT.get(path.stem, {}))
+    assert set(written(path)) <= allowed
+    values = flat(load_config(path))
+    attends = values["model.attention.align"] != NO_ATTENTION
+    assert attends == (not path.stem.startswith("base"))
+    assert values["model.input_feed"] == (attends and "nofeed" not in path.stem)
+    assert values["decode.replace_unk"] == path.stem.endswith("_unk")
+    if attends:
+        score, align = values["model.attention.score"], values["model.attention.align"]
+        assert path.stem.startswith(f"{align.replace('-', '_')}_{score}")
 
 
 def test_luong2015_table1_rows_each_add_one_thing_to_the_row_above():
@@ -152,16 +170,16 @@ def test_luong2015_unk_replacement_row_is_the_same_model_decoded_differently():
 def test_multi30k_covers_every_scorer_and_mode_and_input_feeding_off():
     cells = {}
     for path in MULTI30K:
-        attention = load_config(path).model
-        cells[(attention.attention.score, attention.attention.align, attention.input_feed)] = path.stem
+        model = load_config(path).model
+        cells[(model.attention.score, model.attention.align, model.input_feed)] = path.stem
     with_feed = {(score, align, True) for score, align in itertools.product(SCORERS, ALIGNMENTS)}
     assert set(cells) == with_feed | {("general", "global", False)}
     for (score, align, feed), stem in cells.items():
         assert stem == f"{align.replace('-', '_')}_{score}" + ("" if feed else "_nofeed")
 
 
-def test_multi30k_configs_differ_only_in_what_their_names_say():
-    base = flat(load_config(ROOT / "configs/multi30k/global_general.yaml"))
+def test_multi30k_base_is_the_reference_setup_with_a_reversed_source_and_the_default_search():
+    base = flat(load_config(ROOT / "configs/multi30k.yaml"))
     assert (base["model.hidden"], base["model.layers"], base["data.vocab_size"], base["train.batch_size"]) == (
         256,
         2,
@@ -169,10 +187,13 @@ def test_multi30k_configs_differ_only_in_what_their_names_say():
         64,
     )
     assert (base["train.optimizer"], base["train.lr"], base["data.joint_vocab"]) == ("adam", 0.001, True)
-    for path in MULTI30K:
-        values = flat(load_config(path))
-        assert differing(values, base) <= NAMED_BY_FILE, path.name
-        assert values["train.save_dir"] == f"runs/multi30k/{path.stem}"
+    assert base["model.reverse_source"] and load_config(ROOT / "configs/multi30k.yaml").decode == DecodeConfig()
+
+
+@pytest.mark.parametrize("path", MULTI30K, ids=lambda p: p.stem)
+def test_multi30k_configs_state_only_what_their_names_say(path):
+    assert set(written(path)) <= NAMED_BY_FILE
+    assert flat(load_config(path))["train.save_dir"] == f"runs/multi30k/{path.stem}"
 
 
 @pytest.mark.skipif(not (ROOT.parent / "shared/data/multi30k").is_dir(), reason="../shared/data/multi30k is absent")
