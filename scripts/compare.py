@@ -4,7 +4,8 @@
     python scripts/compare.py configs/quickstart.yaml configs/multi30k_en_de.yaml --out runs/cmp --max-steps 200 \\
         --set model.hidden=128 --set train.valid_every=100
 
-For every config (named by its file's stem, so stems must differ) the script trains in
+Each config is resolved as ``nmt-train`` resolves it (an overlay through its ``base:`` chain, then the
+overrides). For every config (named by its file's stem, so stems must differ) the script trains in
 ``OUT/NAME`` with ``train.max_steps`` set to the budget (and ``--set`` overrides applied to all),
 continuing a run left there by an interrupted comparison; then it loads ``best.pt`` (lowest dev
 perplexity), translates the test split with beam search (``--beam``, default 5) and records:
