@@ -1,9 +1,9 @@
 """A built-in sample corpus: a templated English -> German toy language with gold word alignments.
 
-Small enough (a few hundred words, 4-15 tokens a sentence) for a small model to learn on a laptop
+Small enough (a few hundred words, 4-15 words a sentence) for a small model to learn on a laptop
 CPU in minutes, yet with the reorderings that make attention interesting:
 
-- verb-final subordinate clauses: "... because the dog sees the cat" -> "... , weil der Hund die Katze sieht";
+- verb-final subordinate clauses: "... because the dog sees the cat" -> "..., weil der Hund die Katze sieht";
 - verb second after a fronted adverb or clause: "today the dog sleeps" -> "heute schläft der Hund";
 - the verb bracket: "the dog has seen the cat" -> "der Hund hat die Katze gesehen", also with modals;
 - negation: "does not see the cat" -> "sieht die Katze nicht";
@@ -13,8 +13,10 @@ CPU in minutes, yet with the reorderings that make attention interesting:
 Every token carries the alignment keys of its concept, so each pair's gold alignment falls out of
 the generation: English word ``i`` and German word ``j`` are a sure link ``i-j`` when they share a
 key, a possible link ``i?j`` when one only *maybe* has the other's key (English "does" in
-"does not see"; the German article in "to school" -> "in die Schule"; the German comma before a
-subordinate clause). Indices are 0-based over whitespace tokens, English first (Pharaoh format).
+"does not see"; the German article in "to school" -> "in die Schule"). The text is written as
+ordinary text is: commas and full stops join the word before them ("Katze, weil", "Hund."), and a
+mark has no link of its own, so a word's links are those of its words' keys. Indices are 0-based
+over whitespace-separated words, English first (Pharaoh format).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from nmt.errors import NMTError
 
 logger = logging.getLogger(__name__)
 
-MIN_WORDS, MAX_WORDS = 4, 15  # both sides of every pair, punctuation included
+MIN_WORDS, MAX_WORDS = 4, 15  # whitespace-separated words on both sides of every pair
+PUNCTUATION = (",", ".")  # written joined to the word before
 
 
 class Noun(NamedTuple):
@@ -411,17 +414,15 @@ def _subordinate_after(g: Generator) -> tuple[Words, Words]:
     main = g.clause(frames=CLAUSE_FRAMES)
     conj_en, conj_de = g.pair(*g.rng.choice(CONJUNCTIONS))
     sub = g.clause(frames=CLAUSE_FRAMES)
-    comma = [Tok(",", maybe=conj_en[0].sure)]
-    return main.en + conj_en + sub.en, main.main() + comma + conj_de + sub.subordinate()
+    return main.en + conj_en + sub.en, [*main.main(), Tok(","), *conj_de, *sub.subordinate()]
 
 
 def _subordinate_first(g: Generator) -> tuple[Words, Words]:
-    """because ... , main clause: the main clause's verb comes right after the comma."""
+    """because ..., main clause: the main clause's verb comes right after the comma."""
     conj_en, conj_de = g.pair(*g.rng.choice(CONJUNCTIONS))
     sub = g.clause(frames=CLAUSE_FRAMES)
-    comma_en, comma_de = g.pair(",", ",")
     main = g.clause(frames=CLAUSE_FRAMES)
-    return conj_en + sub.en + comma_en + main.en, conj_de + sub.subordinate() + comma_de + main.inverted()
+    return [*conj_en, *sub.en, Tok(","), *main.en], [*conj_de, *sub.subordinate(), Tok(","), *main.inverted()]
 
 
 def _reported(g: Generator) -> tuple[Words, Words]:
@@ -429,8 +430,7 @@ def _reported(g: Generator) -> tuple[Words, Words]:
     main = g.clause(frames=("that",))
     that_en, that_de = g.pair("that", "dass")
     sub = g.clause(frames=CLAUSE_FRAMES)
-    comma = [Tok(",", maybe=that_en[0].sure)]
-    return main.en + that_en + sub.en, main.main() + comma + that_de + sub.subordinate()
+    return main.en + that_en + sub.en, [*main.main(), Tok(","), *that_de, *sub.subordinate()]
 
 
 FORMS: dict[str, tuple[float, Callable[[Generator], tuple[Words, Words]]]] = {
@@ -453,8 +453,7 @@ def draw_pair(g: Generator) -> SamplePair:
     weights, forms = zip(*FORMS.values(), strict=True)
     while True:
         en, de = g.rng.choices(forms, weights=weights)[0](g)
-        stop_en, stop_de = g.pair(".", ".")
-        en, de = _capitalised(en + stop_en), _capitalised(de + stop_de)
+        en, de = (_written([*_capitalised(side), Tok(".")]) for side in (en, de))
         if MIN_WORDS <= len(en) <= MAX_WORDS and MIN_WORDS <= len(de) <= MAX_WORDS:
             return SamplePair(" ".join(t.text for t in en), " ".join(t.text for t in de), _links(en, de))
 
@@ -462,6 +461,17 @@ def draw_pair(g: Generator) -> SamplePair:
 def _capitalised(words: Words) -> Words:
     first = words[0]
     return [first._replace(text=first.text[0].upper() + first.text[1:]), *words[1:]]
+
+
+def _written(words: Words) -> Words:
+    """The words as text writes them: each punctuation mark joined to the word before it, which keeps its keys."""
+    out: Words = []
+    for word in words:
+        if word.text in PUNCTUATION:
+            out[-1] = out[-1]._replace(text=out[-1].text + word.text)
+        else:
+            out.append(word)
+    return out
 
 
 def _links(en: Words, de: Words) -> str:

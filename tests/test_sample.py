@@ -19,7 +19,10 @@ from nmt.sample import (
     VERBS,
     Clause,
     Generator,
+    Tok,
+    _capitalised,
     _links,
+    _written,
     generate_pairs,
     split_sizes,
     write_sample_corpus,
@@ -48,6 +51,13 @@ def g() -> Generator:
 def test_same_seed_same_corpus_other_seed_other_corpus() -> None:
     assert generate_pairs(300, seed=5) == generate_pairs(300, seed=5)
     assert generate_pairs(300, seed=5) != generate_pairs(300, seed=6)
+
+
+def test_the_text_is_written_as_text_is_with_no_space_before_punctuation() -> None:
+    for pair in generate_pairs(300, seed=5):
+        for text in (pair.en, pair.de):
+            assert re.search(r"\s[,.]", text) is None, text  # "Katze, weil", not "Katze , weil"
+            assert text.endswith(".") and text[0].isupper() and "  " not in text
 
 
 def test_written_splits_are_disjoint_and_aligned(tmp_path) -> None:
@@ -167,3 +177,15 @@ def test_hand_checked_phrases(g) -> None:
     assert _links(*g.phrase(*school)) == "0-0 1?1 1-2"  # to school -> in die Schule
     morning = next(a for a in ADVERBS if a[0] == "in the morning")
     assert _links(*g.phrase(*morning)) == "0-0 1-0 2-0"
+
+
+def test_hand_checked_punctuation_joins_the_word_before_it_and_the_links_count_written_words(g) -> None:
+    main = clause(g, "simple", "sleeps", False, obj=None)
+    conj_en, conj_de = g.pair("because", "weil")
+    sub = clause(g, "simple", "sees", False, obj="cat")
+    en = _written([*_capitalised(main.en + conj_en + sub.en), Tok(".")])
+    de = _written([*_capitalised([*main.main(), Tok(","), *conj_de, *sub.subordinate()]), Tok(".")])
+    assert texts(en) == "The dog sleeps because the dog sees the cat."
+    assert texts(de) == "Der Hund schläft, weil der Hund die Katze sieht."
+    # the marks have no links of their own: "cat." is still the cat (7 in German), "sieht." still sees (6)
+    assert _links(en, de) == "0-0 1-1 2-2 3-3 4-4 5-5 6-8 7-6 8-7"
