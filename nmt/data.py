@@ -334,17 +334,12 @@ def filter_pairs(pairs: ParallelIds, *, max_len: int | None, max_ratio: float | 
     skewed = ratio > max_ratio if max_ratio is not None else torch.zeros_like(empty)
     keep = ~(empty | too_long | skewed)
     kept = int(keep.sum())
-    logger.info(
-        "kept %d of %d sentence pairs; dropped %d with an empty side, %d longer than %s tokens, "
-        "%d with a length ratio over %s",
-        kept,
-        len(pairs),
-        int(empty.sum()),
-        int((too_long & ~empty).sum()),
-        max_len,
-        int((skewed & ~too_long & ~empty).sum()),
-        max_ratio,
-    )
+    dropped = [f"{int(empty.sum())} with an empty side"]  # each pair counted under the first rule it breaks
+    if max_len is not None:
+        dropped.append(f"{int((too_long & ~empty).sum())} longer than {max_len} tokens")
+    if max_ratio is not None:
+        dropped.append(f"{int((skewed & ~too_long & ~empty).sum())} with a length ratio over {max_ratio}")
+    logger.info("kept %d of %d sentence pairs; dropped %s", kept, len(pairs), ", ".join(dropped))
     if kept == 0:
         raise NMTError(
             f"no sentence pair is left after filtering (data.max_len={max_len}, "

@@ -221,7 +221,10 @@ def test_filter_by_length_ratio_and_emptiness(caplog) -> None:
     # row 1: empty source; row 2: 6 > 5; row 3: 7 > 5; row 5: 3 / 1 > 2; rows 0 and 4 stay
     assert [kept[i].src[0] for i in range(len(kept))] == [10, 14]
     assert "kept 2 of 6 sentence pairs; dropped 1 with an empty side, 2 longer than 5 tokens, 1 with" in caplog.text
-    assert len(filter_pairs(pairs, max_len=None, max_ratio=None)) == 5
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="nmt.data"):
+        assert len(filter_pairs(pairs, max_len=None, max_ratio=None)) == 5
+    assert caplog.messages == ["kept 5 of 6 sentence pairs; dropped 1 with an empty side"]  # no rule that is off
     with pytest.raises(NMTError, match="no sentence pair is left"):
         filter_pairs(pairs, max_len=1, max_ratio=None)
 
