@@ -55,7 +55,8 @@ def test_trains_a_few_steps_and_writes_the_run_directory(
     out, err = capsys.readouterr()
     assert out == ""  # stdout carries data only
     assert "dev perplexity" in err
-    logged = "config (the defaults but for): model.embed=12 model.hidden=12 model.layers=1 model.attention.score=dot "
+    changed = "model.embed=12 model.hidden=12 model.layers=1 model.attention.score=dot data.train="
+    logged = f"config in {run}/config.yaml: the defaults but {changed}"
     assert logged in err
 
 

@@ -66,7 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    log.info("config (the defaults but for): %s", " ".join(non_defaults(config)))
     stop = threading.Event()
     received: list[str] = []
     with (
@@ -76,6 +75,7 @@ def _train(args: argparse.Namespace) -> int:
         if not ranks.is_main:  # under torchrun rank 0 logs and draws progress for all; the others only warn
             logging.getLogger().setLevel(logging.WARNING)
         trainer = Trainer(config=config, resume=args.resume, stop=stop, ranks=ranks)
+        log.info("config in %s/config.yaml: the defaults but %s", config.train.save_dir, " ".join(non_defaults(config)))
         with logging_redirect_tqdm(), _ProgressBar(disable=args.quiet or not ranks.is_main) as bar:
             result = trainer.fit(on_progress=bar.update)
         del trainer  # its DDP wrapper must go before the process group (see nmt.distributed.process_group)
