@@ -27,8 +27,9 @@ mkdir -p "$OUT"
 cd "$REPO" || exit 1
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
-run_tests() {
-    timeout 300 "$PYTHON" -m pytest -m cuda -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/pytest.txt"
+run_tests() {  # cuBLAS reads its workspace setting once: set for the whole process, before any CUDA call
+    CUBLAS_WORKSPACE_CONFIG=:4096:8 timeout 300 "$PYTHON" -m pytest -m cuda -q -rs -p no:cacheprovider 2>&1 |
+        tee "$OUT/pytest.txt"
 }
 
 run_bench() {

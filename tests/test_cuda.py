@@ -46,8 +46,9 @@ def deterministic(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Deterministic CUDA kernels, so that two runs of the same updates agree bit for bit.
 
     Without them an exact comparison would test luck: e.g. the backward of local attention's
-    window gather is an ``index_add`` whose atomic adds land in any order. cuBLAS needs its
-    workspace setting for deterministic products (PyTorch raises without it).
+    window gather is an ``index_add`` whose atomic adds land in any order. Deterministic cuBLAS
+    products need a workspace setting (PyTorch raises without it); cuBLAS reads it when the
+    process first uses it, so scripts/gpu_check.sh also sets it before pytest starts.
     """
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     before = torch.are_deterministic_algorithms_enabled()
