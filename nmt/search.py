@@ -92,8 +92,8 @@ def length_limits(src_lengths: Tensor, config: DecodeConfig) -> tuple[Tensor, Te
 def check_config(config: DecodeConfig) -> None:
     """Reject ``decode.*`` settings that cannot work, naming the key: the one check of a decode config.
 
-    It runs where a config is built (training setup, :func:`nmt.translate.load_translator`), and each
-    search repeats it for a library caller that builds its own.
+    It runs once, where a config is built (training setup, :func:`nmt.translate.load_translator`);
+    searches take a checked config, so a library caller that builds its own checks it first.
     """
     choose(LENGTH_PENALTIES, config.length_penalty, "decode.length_penalty")
     choose(PRECISIONS, config.precision, "decode.precision")
@@ -114,7 +114,7 @@ def check_config(config: DecodeConfig) -> None:
 
 def decode(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: DecodeConfig) -> list[list[Hypothesis]]:
     """Greedy search for ``config.beam == 1``, beam search otherwise (see those), under autocast
-    to ``config.precision``.
+    to ``config.precision``; ``config`` has passed :func:`check_config`.
 
     It leaves a caller's inference mode: that mode turns off autocast's cache of cast weights,
     so every step would cast every weight matrix again (README.md, "Design notes"). fp32
@@ -236,7 +236,6 @@ def greedy_search(
     Returns:
         for each sentence, in input order, a list holding its one hypothesis.
     """
-    check_config(config)
     batch = src.size(0)
     min_out, max_out = length_limits(src_lengths, config)
     state = model.encode(src, src_lengths)
@@ -283,7 +282,6 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
         for each sentence, in input order, its ``config.n_best`` best hypotheses (fewer only if
         fewer could be found), best first by normalised score.
     """
-    check_config(config)
     k, n, batch = config.beam, config.n_best, src.size(0)
     device = src.device
     min_out, max_out = length_limits(src_lengths, config)

@@ -16,6 +16,7 @@ from nmt.search import (
     Ensemble,
     Hypothesis,
     beam_search,
+    check_config,
     decode,
     greedy_search,
     length_limits,
@@ -217,13 +218,12 @@ def test_beam_batch_equals_alone_on_the_table() -> None:
 
 
 def test_config_errors() -> None:
-    src = batch(SRC_7)
     with pytest.raises(ConfigError, match="n_best"):
-        beam_search(FakeModel(), *src, config=settings(beam=2, n_best=3))
+        check_config(settings(beam=2, n_best=3))
     with pytest.raises(ConfigError, match="did you mean 'average'"):
-        beam_search(FakeModel(), *src, config=settings(length_penalty="averag"))
+        check_config(settings(length_penalty="averag"))
     with pytest.raises(ConfigError, match=r"decode\.precision: unknown value 'bf61'"):
-        beam_search(FakeModel(), *src, config=settings(precision="bf61"))
+        check_config(settings(precision="bf61"))
 
 
 # --- a small real model -------------------------------------------------------------------------
