@@ -2,13 +2,15 @@
 
 Three subcommands, each printing one JSON line on stdout:
 
-``train --steps N [--precision fp32|bf16] [--set KEY=VALUE ...]``
+``train --steps N [--precision fp32|bf16] [--set KEY=VALUE ...] [--profile-updates 5]``
     Trains the reference model (2x256 LSTMs, general global attention, input feeding,
     dropout 0.2, Adam 1e-3, 64 sentences per batch, clip 5) on the harness's pre-encoded
     Multi30k pieces with nmt's own :class:`nmt.train.Trainer`. Each update is timed with
     the harness's ``timing_hooks.StepLog`` (``WORK/steplog.json``), so ``bench.py
     train-summary`` computes tokens/s exactly as it does for the peers. ``--set`` changes the
     config as ``nmt-train``'s overrides do (e.g. ``train.seed=7``, ``train.pool_factor=1``).
+    After training it profiles a few more updates and reports ``ops_per_step``: the operations
+    per decoder step, forward and backward, and the costliest operations (:func:`ops_per_step`).
 ``decode --beam K [--precision fp32|bf16] [--length-penalty none|average|gnmt]``
     Decodes ``PREP/test.en`` with the trained model: length-sorted batches of 32
     sentences, at most 100 pieces, no length penalty unless asked. Times the decode loop
@@ -126,7 +128,74 @@ def cmd_train(args: argparse.Namespace, spec: dict) -> dict:
         "checkpoint": str(result.checkpoint),
         "params": params,
         "overrides": args.set,
+        "ops_per_step": ops_per_step(trainer, updates=args.profile_updates),
     }
+
+
+_VIEWS_AND_ALLOCATIONS = (
+    "view t transpose narrow slice select unsqueeze squeeze as_strided expand permute detach alias "
+    "_reshape_alias reshape unbind split chunk empty empty_strided new_empty_strided resize_ lift_fresh"
+)
+NO_KERNEL = {"aten::" + name for name in _VIEWS_AND_ALLOCATIONS.split()}
+"""ATen operations that only make a view or allocate: no arithmetic, no kernel launch on a GPU."""
+
+
+def ops_per_step(trainer: Trainer, *, updates: int) -> dict:
+    """Operations per decoder step of a training update, counted by ``torch.profiler``.
+
+    Profiles ``updates`` updates of the first epoch's batches (after training: the timed run is
+    over) and counts the ATen operations that do the work: those that call no other ATen operation
+    (a composite such as ``lstm_cell`` counts as the operations it runs) and are not mere views or
+    allocations (:data:`NO_KERNEL`). Each is one dispatch on the CPU and one kernel launch on a
+    GPU. Backward operations are those the autograd engine runs; the optimiser's and clipping's
+    count with the forward ones. A batch's decoder steps are its longest target.
+
+    Returns:
+        ``forward`` and ``backward`` (mean operations per decoder step), ``total``, and ``top``: the
+        20 operations with the most self CPU time over the profiled updates.
+    """
+    forward = backward = steps = 0
+    totals: dict[str, list[float]] = {}
+    for index in trainer.batcher.batches(0)[:updates]:
+        batch = trainer._batch(index)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            trainer._update([batch])
+        steps += batch.tgt_out.size(1)
+        for event in prof.events():
+            if _does_work(event):
+                if _under(event, "autograd::engine"):
+                    backward += 1
+                else:
+                    forward += 1
+            entry = totals.setdefault(event.name, [0, 0.0])
+            entry[0] += 1
+            entry[1] += event.self_cpu_time_total / 1000
+    top = sorted(totals.items(), key=lambda item: -item[1][1])[:20]
+    return {
+        "forward": forward / steps,
+        "backward": backward / steps,
+        "total": (forward + backward) / steps,
+        "updates": updates,
+        "decoder_steps": steps,
+        "top": [{"op": name, "calls": calls, "self_cpu_ms": round(ms, 2)} for name, (calls, ms) in top],
+    }
+
+
+def _does_work(event) -> bool:
+    """An ATen operation that calls no other and is not in :data:`NO_KERNEL`."""
+    if not event.name.startswith("aten::") or event.name in NO_KERNEL:
+        return False
+    return not any(child.name.startswith("aten::") for child in event.cpu_children)
+
+
+def _under(event, prefix: str) -> bool:
+    """Whether a profiler event was called, directly or not, by an event whose name starts with ``prefix``."""
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith(prefix):
+            return True
+        parent = parent.cpu_parent
+    return False
 
 
 def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
@@ -199,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: a config override")
+    parser.add_argument("--profile-updates", type=int, default=5, help="train: updates profiled for ops_per_step")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--length-penalty", default="none", choices=list(LENGTH_PENALTIES), help="decode: as decode.*")
     parser.add_argument("--src-len", type=int, default=400)
