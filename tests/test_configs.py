@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +20,9 @@ from nmt.attention import ALIGNMENTS, NO_ATTENTION, SCORERS
 from nmt.config import BASE_KEY, DecodeConfig, flatten, load_config, to_dict
 from nmt.data import read_split
 from nmt.model import Seq2Seq
+from nmt.sample import write_sample_corpus
 from nmt.tokenizer import EOS_ID
+from nmt.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -209,33 +212,100 @@ def test_multi30k_configs_point_at_the_corpus(split):
 # scripts/compare.py
 
 
-def test_compare_writes_a_markdown_table():
+def test_compare_writes_a_markdown_table_with_a_column_per_test_set_and_the_seed_spread():
     compare = script("compare")
-    result = {
-        "name": "global_dot",
+    test = {"bleu_signature": "nrefs:1|tok:13a", "chrf_signature": "nrefs:1|nc:6", "sentences": 100}
+    run = {
+        "system": "global_dot",
+        "seed": 1234,
         "attention": "global, dot",
         "input_feed": "yes",
         "steps": 2000,
         "dev_ppl": 12.3456,
-        "bleu": 30.125,
-        "chrf": 55.0,
-        "sent_per_s": 41.26,
-        "bleu_signature": "nrefs:1|tok:13a",
-        "chrf_signature": "nrefs:1|nc:6",
+        "tests": {
+            "t16": test | {"bleu": 30.0, "chrf": 55.0, "decode_s": 2.0},
+            "t17": test | {"bleu": 20.0, "chrf": 50.0, "decode_s": 2.0},
+        },
+        "aer": {"aer": 0.4, "budget": {"corpus": "data/sample", "steps": 790}},
     }
-    unvalidated = result | {"name": "local_m_dot", "attention": "local-m, dot", "dev_ppl": None}
-    budget = {"max_steps": 2000, "overrides": ["train.threads=1"], "beam": 5, "threads": 1}
-    table = compare.markdown_table([result, unvalidated], budget)
+    seed7 = run | {"seed": 7, "dev_ppl": 13.3456, "tests": {"t16": run["tests"]["t16"] | {"bleu": 32.0}}}
+    unvalidated = run | {"system": "local_m_dot", "attention": "local-m, dot", "dev_ppl": None}
+    del unvalidated["aer"]
+    budget = {"max_steps": None, "overrides": ["train.threads=1"], "beam": 5, "threads": 1}
+    runs = [run, seed7, unvalidated]
+    rows = compare.summarise(runs, ["global_dot", "local_m_dot", "absent"], ["t16", "t17"])
+    assert [row["seeds"] for row in rows] == [[1234, 7], [1234]]
+    table = compare.markdown_table(rows, runs, budget, ["t16", "t17"])
     assert table.splitlines() == [
-        "| config | attention | input feed | steps | dev ppl | BLEU | chrF | decode sent/s |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-        "| global_dot | global, dot | yes | 2000 | 12.35 | 30.12 | 55.00 | 41.3 |",
-        "| local_m_dot | local-m, dot | yes | 2000 | n/a | 30.12 | 55.00 | 41.3 |",
+        "| config | attention | input feed | seeds | steps | dev ppl | BLEU t16 | chrF t16 | BLEU t17 | chrF t17 "
+        "| decode sent/s | AER |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| global_dot | global, dot | yes | 2 | 2000 ± 0 | 12.85 ± 0.71 | 31.00 ± 1.41 | 55.00 ± 0.00 | 20.00 | 50.00 "
+        "| 50.0 ± 0.0 | 0.400 ± 0.000 |",
+        "| local_m_dot | local-m, dot | yes | 1 | 2000 | n/a | 30.00 | 55.00 | 20.00 | 50.00 | 50.0 | n/a |",
         "",
-        "Budget: train.max_steps=2000 with train.threads=1; test translated with beam 5; 1 CPU thread(s) per config.",
+        "Budget: the configs' own limits with train.threads=1; test sets translated with beam 5; 1 CPU thread(s) "
+        "per run. Several seeds: mean ± standard deviation.",
+        "AER: the dev split of data/sample against its gold alignments, each configuration trained 790 updates "
+        "there with configs/quickstart.yaml's data settings.",
         "BLEU signature: `nrefs:1|tok:13a`",
         "chrF signature: `nrefs:1|nc:6`",
     ]
+
+
+TINY_RUN = "model:\n  embed: 8\n  hidden: 8\n  layers: 1\n  attention:\n    score: {score}\n    align: {align}\n"
+
+
+@pytest.fixture
+def matrix(tmp_path, monkeypatch):
+    """Two tiny configs on a small sample corpus, and how to compare them into tmp_path/out."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # the worker processes import compare by name
+    write_sample_corpus(tmp_path / "data", pairs=72, seed=5)
+    data = f"data:\n  train: {tmp_path}/data/train\n  dev: {tmp_path}/data/dev\n  test: {tmp_path}/data/test\n"
+    for name, score, align in (("dot", "dot", "global"), ("local", "general", "local-p")):
+        text = TINY_RUN.format(score=score, align=align) + data + "train:\n  valid_every: 2\n  batch_size: 16\n"
+        (tmp_path / f"{name}.yaml").write_text(text, encoding="utf-8")
+    tests = ["--test", f"{tmp_path}/data/test", "--test", f"{tmp_path}/data/dev"]
+    common = [*tests, "--out", str(tmp_path / "out"), "--max-steps", "4", "--jobs", "2", "--quiet"]
+    aer = ["--aer-corpus", str(tmp_path / "data"), "--aer-steps", "3"]
+
+    def run(*configs: str, seeds: tuple[str, ...] = ()) -> int:
+        paths = [str(tmp_path / f"{name}.yaml") for name in configs]
+        return script("compare").main([*paths, *common, *aer, *(["--seeds", *seeds] if seeds else [])])
+
+    return run
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_compare_resumes_an_interrupted_run_skips_finished_ones_and_collects_the_seeds(matrix, tmp_path):
+    out = tmp_path / "out"
+    # a run interrupted after 2 of its 4 updates, as the comparison starts it
+    overrides = [f"train.save_dir={out}/dot", "train.threads=1", "train.max_steps=2", "train.seed=1234"]
+    Trainer(config=load_config(tmp_path / "dot.yaml", overrides)).fit()
+
+    assert matrix("dot", "local") == 0
+    dot = json.loads((out / "dot/result.json").read_text(encoding="utf-8"))
+    assert "resumed from step 2" in (out / "dot/compare.log").read_text(encoding="utf-8")
+    assert (dot["steps"], dot["seed"], sorted(dot["tests"]), dot["aer"]["steps"]) == (4, 1234, ["dev", "test"], 3)
+    assert 0 <= dot["aer"]["aer"] <= 1 and dot["aer"]["sentences"] == 6
+    assert (out / "dot/test.hyp.de").is_file() and (out / "dot/sample/best.pt").is_file()
+
+    finished = {path: path.stat().st_mtime_ns for path in out.glob("*/result.json")}
+    assert matrix("dot", "local", seeds=("1234", "7")) == 0  # seed 1234 is the configs' own: done earlier
+    assert {path: path.stat().st_mtime_ns for path in finished} == finished
+    assert sorted(path.parent.name for path in out.glob("*/result.json")) == [
+        "dot",
+        "dot.seed7",
+        "local",
+        "local.seed7",
+    ]
+
+    assert matrix("dot") == 0  # nothing to run; the table collects dot's seeds from disk
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert [(row["system"], row["seeds"]) for row in results["systems"]] == [("dot", [1234, 7])]
+    header, _, row = (out / "results.md").read_text(encoding="utf-8").splitlines()[:3]
+    assert "| BLEU test | chrF test | BLEU dev | chrF dev | decode sent/s | AER |" in header
+    assert row.startswith("| dot | global, dot | yes | 2 | 4 ± 0 |") and row.count("±") == 8
 
 
 # ---------------------------------------------------------------------------------------------
