@@ -1,6 +1,7 @@
 """Every shipped config loads and builds; the paper and Multi30k families are overlays of one base each,
-stating only what differs from it and what their names say; scripts/compare.py's table and
-scripts/prepare_wmt14.py's layout and idempotence."""
+stating only what differs from it and what their names say; the scripts that run and report the
+families: scripts/compare.py (its table, resuming, seeds, test sets and AER), scripts/plot_curves.py
+and scripts/prepare_wmt14.py (its layout and idempotence)."""
 
 from __future__ import annotations
 
@@ -306,6 +307,51 @@ def test_compare_resumes_an_interrupted_run_skips_finished_ones_and_collects_the
     header, _, row = (out / "results.md").read_text(encoding="utf-8").splitlines()[:3]
     assert "| BLEU test | chrF test | BLEU dev | chrF dev | decode sent/s | AER |" in header
     assert row.startswith("| dot | global, dot | yes | 2 | 4 ± 0 |") and row.count("±") == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/plot_curves.py
+
+# One update a second. A validation at step 7 (no log record covers update 7) checkpoints; the session
+# then logs step 8 and 10 and is interrupted; the resumed run redoes updates 8-10 after a long break.
+RUN_RECORDS = [
+    {"event": "train", "step": 2, "steps": 2, "time": 102.0},
+    {"event": "train", "step": 4, "steps": 2, "time": 104.0},
+    {"event": "valid", "step": 4, "time": 110.0, "dev_ppl": 9.0, "dev_bleu": 1.0},
+    {"event": "train", "step": 6, "steps": 2, "time": 112.0},
+    {"event": "valid", "step": 7, "time": 120.0, "dev_ppl": 8.0, "dev_bleu": 2.0},
+    {"event": "train", "step": 8, "steps": 1, "time": 121.0},
+    {"event": "train", "step": 10, "steps": 2, "time": 123.0},
+    {"event": "train", "step": 8, "steps": 1, "time": 5000.0},
+    {"event": "train", "step": 10, "steps": 2, "time": 5002.0},
+    {"event": "valid", "step": 10, "time": 5010.0, "dev_ppl": 7.0, "dev_bleu": 3.0},
+]
+
+
+def test_plot_curves_counts_the_time_of_the_updates_alone_across_a_resume():
+    plot = script("plot_curves")
+    assert plot.curve(RUN_RECORDS, "dev_bleu") == [(4.0, 1.0), (7.0, 2.0), (10.0, 3.0)]
+    assert plot.curve(RUN_RECORDS, "dev_ppl") == [(4.0, 9.0), (7.0, 8.0), (10.0, 7.0)]
+
+
+def test_plot_curves_writes_a_png_of_bleu_or_of_perplexity_when_a_run_logged_no_bleu(tmp_path, capsys):
+    runs = {"global_general": RUN_RECORDS, "local_p_general": RUN_RECORDS[:5]}
+    for name, records in runs.items():
+        (tmp_path / name).mkdir()
+        lines = [json.dumps(record) for record in [{"event": "other"}, *records]]
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plot = script("plot_curves")
+    assert plot.main([str(tmp_path / name) for name in runs] + ["--out", str(tmp_path / "bleu.png")]) == 0
+    assert (tmp_path / "bleu.png").read_bytes().startswith(b"\x89PNG")
+
+    without_bleu = [{key: value for key, value in r.items() if key != "dev_bleu"} for r in RUN_RECORDS]
+    (tmp_path / "global_general/metrics.jsonl").write_text(
+        "".join(f"{json.dumps(r)}\n" for r in without_bleu), encoding="utf-8"
+    )
+    assert plot.main([str(tmp_path / "global_general"), "--out", str(tmp_path / "ppl.png")]) == 0
+    assert (tmp_path / "ppl.png").stat().st_size > 1000
+    assert plot.main([str(tmp_path / "absent"), "--out", str(tmp_path / "x.png")]) == 1
+    assert "absent/metrics.jsonl: cannot read" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
