@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import math
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -58,6 +60,19 @@ PAPER = {
     "train.accum_steps": 1,
     "train.clip_norm": 5.0,
 }
+# Issue 17's converged matrix: the paper's systems (Table 4, concat and input feeding off) on Multi30k.
+PAPER_SYSTEMS = {
+    "global_location",
+    "global_dot",
+    "global_general",
+    "local_m_dot",
+    "local_m_general",
+    "local_p_dot",
+    "local_p_general",
+    "global_concat",
+    "global_general_nofeed",
+}
+MULTI30K_TRAIN_PAIRS = 29_000
 # What a file of a family may state: what its name says, and where it saves.
 NAMED_BY_FILE = {"model.attention.score", "model.attention.align", "model.input_feed", "train.save_dir"}
 # Table 1's first two rows come before dropout, so they train 10 epochs, halving after the 5th (§4.1).
@@ -192,6 +207,31 @@ def test_multi30k_base_is_the_reference_setup_with_a_reversed_source_and_the_def
     )
     assert (base["train.optimizer"], base["train.lr"], base["data.joint_vocab"]) == ("adam", 0.001, True)
     assert base["model.reverse_source"] and load_config(ROOT / "configs/multi30k.yaml").decode == DecodeConfig()
+
+
+def test_multi30k_family_is_paper_faithful_and_trains_each_cell_to_convergence():
+    values = flat(load_config(ROOT / "configs/multi30k.yaml"))
+    assert (values["model.bidirectional"], values["model.reverse_source"], values["model.input_feed"]) == (
+        False,
+        True,
+        True,
+    )
+    assert values["model.dropout"] > 0
+    assert values["train.patience"] is not None and values["train.max_epochs"] >= 10
+    assert values["train.valid_every"] == math.ceil(MULTI30K_TRAIN_PAIRS / values["train.batch_size"])  # an epoch
+    assert values["train.valid_bleu"]  # dev BLEU for scripts/plot_curves.py
+
+
+def matrix_command(text: str) -> set[str]:
+    """The systems (file stems) of the converged matrix's compare command in ``text``."""
+    command = text[text.index("python scripts/compare.py configs/multi30k/") : text.index("--out runs/m30k_converged")]
+    return set(re.findall(r"configs/multi30k/(\w+)\.yaml", command))
+
+
+@pytest.mark.parametrize("doc", ["configs/multi30k.yaml", "README.md"])
+def test_the_converged_matrix_command_runs_exactly_the_papers_systems(doc):
+    assert matrix_command((ROOT / doc).read_text(encoding="utf-8")) == PAPER_SYSTEMS
+    assert PAPER_SYSTEMS.issubset(path.stem for path in MULTI30K)
 
 
 @pytest.mark.parametrize("path", MULTI30K, ids=lambda p: p.stem)
