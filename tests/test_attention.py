@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 
 import pytest
@@ -235,3 +236,10 @@ def test_location_rejects_a_source_longer_than_its_positions(align, make_attenti
     values, lengths = source([6, 2])
     with pytest.raises(ConfigError, match=r"max_src_len=5"):
         attend(attention, torch.randn(2, 3, 6, dtype=torch.float64), values, lengths)
+
+
+@pytest.mark.parametrize(("window", "warned"), [(10, True), (20, False)])
+def test_local_p_warns_when_the_window_is_too_narrow_for_p_t_to_learn(window, warned, caplog):
+    with caplog.at_level(logging.WARNING, logger="nmt.attention"):
+        Attention(hidden=6, config=AttentionConfig(align="local-p", window=window))
+    assert ("model.attention.window=20" in caplog.text) == warned
