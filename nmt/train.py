@@ -30,12 +30,14 @@ import torch
 import yaml
 from torch import Tensor
 
+from nmt.attention import check_window
 from nmt.checkpoint import save_run_checkpoint
 from nmt.checks import check_run_config, meta_model
 from nmt.config import Config, to_dict
 from nmt.corpus import Corpus, prepare_corpus
 from nmt.data import Batch, BucketBatcher, collate, iterate_batches
 from nmt.device import pick_device
+from nmt.diagnostics import centre_spread
 from nmt.distributed import ONE_PROCESS, Ranks, moved_position
 from nmt.errors import NMTError
 from nmt.evaluate import validation_bleu
@@ -58,6 +60,10 @@ from nmt.run_state import (
 from nmt.tokenizer import PAD_ID, tokenizer_from_state
 
 log = logging.getLogger(__name__)
+
+STUCK_RANGE = 0.1
+"""A local-p centre that moves over less of a sentence than this (p_t / (S - 1)) is stuck: runs whose
+p_t had not learned showed 0.00-0.05 on the sample corpus, learning ones 0.7-0.98."""
 
 
 class TrainResult(NamedTuple):
@@ -105,6 +111,8 @@ class Trainer:
             check_fresh(self.save_dir)
 
         self.corpus = self._prepare_corpus(restored)
+        if self.is_main:
+            check_window(config.model.attention, self.corpus.train.lengths()[0])
         self.batcher = self._train_batcher(ranks)
         self.dev_batches = self._dev_batches()
 
@@ -374,6 +382,9 @@ class Trainer:
             record["dev_bleu"] = self._dev_bleu()
         if self.tc.valid_heatmaps and self.is_main:
             record["heatmaps"] = str(self._heatmaps())
+        spread = centre_spread(self.model, (b.to(self.device) for b in self.dev_batches)) if self.is_main else None
+        if spread is not None:
+            record["centre_range"], record["centre_std"] = spread.range, spread.std
         self.model.train()
         improved = ppl < self.best.dev_ppl
         if improved:
@@ -384,12 +395,20 @@ class Trainer:
         self.last_dev_ppl, self.validated_step = ppl, self.step
         record["best"] = improved
         log.info(
-            "step %d: dev perplexity %.3f%s%s",
+            "step %d: dev perplexity %.3f%s%s%s",
             self.step,
             ppl,
             f", greedy BLEU {record['dev_bleu']:.2f}" if "dev_bleu" in record else "",
+            f", p_t range {spread.range:.2f}" if spread is not None else "",
             " (best)" if improved else f" (best {self.best.dev_ppl:.3f} at step {self.best.step})",
         )
+        if spread is not None and spread.range < STUCK_RANGE:
+            log.warning(
+                "step %d: local attention's centre p_t moves over only %.2f of a dev sentence on average: it is "
+                "stuck (README, 'local-p'); a wider model.attention.window lets it recover",
+                self.step,
+                spread.range,
+            )
         self.metrics.write(record)
         return improved
 

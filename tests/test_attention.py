@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from nmt.attention import ALIGNMENTS, SCORERS, Attention, LocalAlignment
+from nmt.attention import ALIGNMENTS, SCORERS, Attention, LocalAlignment, check_window
 from nmt.config import AttentionConfig, ConfigError
 
 pytestmark = pytest.mark.usefixtures("seeded", "one_thread")
@@ -238,8 +238,11 @@ def test_location_rejects_a_source_longer_than_its_positions(align, make_attenti
         attend(attention, torch.randn(2, 3, 6, dtype=torch.float64), values, lengths)
 
 
-@pytest.mark.parametrize(("window", "warned"), [(10, True), (20, False)])
-def test_local_p_warns_when_the_window_is_too_narrow_for_p_t_to_learn(window, warned, caplog):
+@pytest.mark.parametrize(
+    ("align", "window", "warned"), [("local-p", 10, True), ("local-p", 17, False), ("local-m", 10, False)]
+)
+def test_local_p_warns_when_the_window_cannot_cover_a_typical_source(align, window, warned, caplog):
+    lengths = torch.tensor([12, 18, 18, 25, 30])  # median 18: D = 17 reaches across it from either end
     with caplog.at_level(logging.WARNING, logger="nmt.attention"):
-        Attention(hidden=6, config=AttentionConfig(align="local-p", window=window))
-    assert ("model.attention.window=20" in caplog.text) == warned
+        check_window(AttentionConfig(align=align, window=window), lengths)
+    assert ("model.attention.window=17" in caplog.text) == warned

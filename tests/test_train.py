@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import subprocess
@@ -300,3 +301,16 @@ def test_importing_the_training_loop_draws_in_no_plotting_library() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     code = "import nmt.train, sys; assert 'matplotlib' not in sys.modules, 'nmt.train imported matplotlib'"
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+
+def test_validation_logs_how_far_local_p_centres_move(corpus: Path, tmp_path: Path, caplog) -> None:
+    config = tiny_config(corpus, tmp_path, "model.attention.align=local-p", "model.attention.window=1")
+    with caplog.at_level(logging.WARNING, logger="nmt"):
+        Trainer(config=config).fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["event"] == "valid"]
+    assert valid and all(0 <= r["centre_range"] <= 1 and 0 <= r["centre_std"] <= r["centre_range"] for r in valid)
+    assert "model.attention.window=1:" in caplog.text  # the sample's sources are longer than 2 positions
+    plain = tiny_config(corpus, tmp_path / "global", "model.attention.align=global")
+    Trainer(config=plain).fit()
+    assert all("centre_range" not in json.loads(line) for line in (tmp_path / "global" / "metrics.jsonl").open())
