@@ -15,6 +15,7 @@ length penalty of its length ``len(tokens) + 1`` (:data:`LENGTH_PENALTIES`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
@@ -190,20 +191,44 @@ def _collect(
         finished[sentence].append(Hypothesis(tokens, log_prob / penalty, log_prob, attention[i, :, :length]))
 
 
-def _best_penalties(max_out: Tensor, config: DecodeConfig) -> Tensor:
-    """``table[a, b]``: the largest length penalty of a length in ``[a, b]``, for ``0 ≤ a ≤ b ≤
-    max(max_out) + 1`` (lengths count the EOS). Dividing a log-probability (≤ 0) by it gives
-    the best normalised score that hypothesis lengths in that range allow.
+class StoppingRule:
+    """When a sentence's beam search may stop without changing its n-best list.
 
-    Returns:
-        ``(top, top)`` with ``top = max(max_out) + 2``; ``-inf`` where ``b < a``.
+    It keeps, per sentence, the normalised scores of its n best finished hypotheses, and a table
+    ``best_penalty[a, b]``: the largest length penalty of a hypothesis length in ``[a, b]``
+    (lengths count the EOS). A live beam's log-probability ``s`` (≤ 0) can only fall, so no
+    hypothesis grown from it scores better than ``s`` over the largest penalty of a length it may
+    still end at; once the n-th best finished hypothesis scores at least that for every live
+    beam, the n-best list is final.
     """
-    top = int(max_out.max()) + 2 if max_out.numel() else 1
-    penalty = LENGTH_PENALTIES[config.length_penalty]
-    lengths = torch.tensor([penalty(length, config.alpha) for length in range(top)], dtype=torch.float64)
-    below = torch.ones(top, top, dtype=torch.bool).tril(-1)  # (a, b): b < a
-    table = lengths.expand(top, top).masked_fill(below, float("-inf"))
-    return table.cummax(dim=1).values.to(max_out.device)
+
+    def __init__(self, *, batch: int, max_out: Tensor, config: DecodeConfig) -> None:
+        self.penalty = functools.partial(LENGTH_PENALTIES[config.length_penalty], alpha=config.alpha)
+        self.max_out = max_out  # (batch,)
+        top = int(max_out.max()) + 2 if max_out.numel() else 1
+        lengths = torch.tensor([self.penalty(length) for length in range(top)], dtype=torch.float64)
+        below = torch.ones(top, top, dtype=torch.bool).tril(-1)  # (a, b): b < a, no length
+        best = lengths.expand(top, top).masked_fill(below, float("-inf")).cummax(dim=1).values
+        self.best_penalty = best.to(max_out.device)  # (top, top)
+        self.kept = torch.full((batch, config.n_best), float("-inf"), dtype=torch.float64, device=max_out.device)
+
+    def add(self, alive: Tensor, log_probs: Tensor, ended: Tensor, step: int) -> None:
+        """Count the hypotheses that ended at ``step`` (their length: ``step + 1``).
+
+        Args:
+            alive: ``(sents,)`` the sentences; log_probs: ``(sents, k)`` candidates' log-probabilities;
+            ended: ``(sents, k)`` which of them are finished hypotheses.
+        """
+        scores = log_probs.double().masked_fill(~ended, float("-inf")) / self.penalty(step + 1)
+        n = self.kept.size(1)
+        self.kept[alive] = torch.cat([self.kept[alive], scores], dim=1).topk(n, dim=1).values
+
+    def done(self, alive: Tensor, best_live: Tensor, step: int) -> Tensor:
+        """``(sents,)`` bool: which sentences may stop after ``step``, given the best log-probability of
+        their live beams ``(sents,)`` (``-inf`` for none), which have ``step + 1`` tokens."""
+        first = min(step + 2, len(self.best_penalty) - 1)  # the shortest length a live beam may end at
+        reachable = best_live / self.best_penalty[first, self.max_out[alive] + 1]
+        return (self.kept[alive, -1] >= reachable) | (step >= self.max_out[alive])
 
 
 def _attention_dtype(weights: Tensor) -> torch.dtype:
@@ -271,21 +296,19 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
     Each step scores all k · vocab continuations of a sentence's k beams and keeps the best
     2k: those of them that end in EOS and rank among the first k become finished hypotheses,
     and the best k that do not become the next beams. A sentence is done at ``max_out``, where
-    every beam is forced to end, or once its ``n_best``-th finished hypothesis scores at least
-    what any live beam could still reach: log-probabilities are at most 0, so a beam's
-    log-probability can only fall, and its best normalised score is that log-probability over
-    the largest length penalty of a length it may still end at. So the n-best list is the best
-    of what the beam kept, and with k ≥ vocab ** max_out nothing is pruned and it is exactly the
-    n best of all outputs. With beam 1 this is greedy search.
+    every beam is forced to end, or once no live beam can beat its ``n_best``-th finished
+    hypothesis (:class:`StoppingRule`). So the n-best list is the best of what the beam kept, and
+    with k ≥ vocab ** max_out nothing is pruned and it is exactly the n best of all outputs. With
+    beam 1 this is greedy search.
 
     Returns:
         for each sentence, in input order, its ``config.n_best`` best hypotheses (fewer only if
         fewer could be found), best first by normalised score.
     """
-    k, n, batch = config.beam, config.n_best, src.size(0)
+    k, batch = config.beam, src.size(0)
     device = src.device
     min_out, max_out = length_limits(src_lengths, config)
-    best_penalty = _best_penalties(max_out, config)  # (top, top)
+    stopping = StoppingRule(batch=batch, max_out=max_out, config=config)
     state = model.encode(src, src_lengths)  # (batch,) rows until the first step has run
     alive = torch.arange(batch, device=device)  # (sents,): the live sentences
     scores = torch.full((batch, k), float("-inf"), device=device)  # (sents, k) cumulative log-probs
@@ -293,7 +316,6 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
     tokens = src.new_full((batch,), BOS_ID)  # after the first step, rows are sentence-major: sent · k + beam
     history = src.new_empty(batch * k, 0)  # (rows, step)
     attention = torch.empty(batch * k, 0, src.size(1), device=device)  # (rows, step, src_len)
-    kept = torch.full((batch, n), float("-inf"), dtype=torch.float64, device=device)  # n best finished scores
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     step = 0
     while alive.numel():
@@ -315,13 +337,10 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
         parents = rows[ends]
         ended_sents = alive.unsqueeze(1).expand(-1, 2 * k)[ends]
         _collect(finished, ended_sents, history[parents], top[ends], attention[parents], src_lengths, config)
-        penalty = LENGTH_PENALTIES[config.length_penalty](step + 1, config.alpha)  # of a hypothesis ending now
-        ended_scores = top[:, :k].double().masked_fill(~ends[:, :k], float("-inf")) / penalty  # (sents, k)
-        kept[alive] = torch.cat([kept[alive], ended_scores], dim=1).topk(n, dim=1).values
+        stopping.add(alive, top[:, :k], ends[:, :k], step)
 
         next_scores, pick = top.masked_fill(words == EOS_ID, float("-inf")).topk(k, dim=1)  # (sents, k)
-        reachable = next_scores[:, 0] / best_penalty[min(step + 2, len(best_penalty) - 1), max_out[alive] + 1]
-        done = (kept[alive, -1] >= reachable) | (step >= max_out[alive])  # (sents,)
+        done = stopping.done(alive, next_scores[:, 0], step)  # (sents,)
         keep = (~done).nonzero().squeeze(1)
         parents = rows.gather(1, pick)[keep].flatten()  # (rows',)
         tokens = words.gather(1, pick)[keep].flatten()
@@ -329,7 +348,7 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
         state = state.index_select(parents, memory=keep.numel() < sents)  # memory moves only when sentences end
         alive, scores = alive[keep], next_scores[keep]
         step += 1
-    return [sorted(hyps, key=lambda h: -h.score)[:n] for hyps in finished]
+    return [sorted(hyps, key=lambda h: -h.score)[: config.n_best] for hyps in finished]
 
 
 class EnsembleState(NamedTuple):
