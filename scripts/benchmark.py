@@ -11,9 +11,10 @@ Three subcommands, each printing one JSON line on stdout:
     config as ``nmt-train``'s overrides do (e.g. ``train.seed=7``, ``train.pool_factor=1``).
     After training it profiles a few more updates and reports ``ops_per_step``: the operations
     per decoder step, forward and backward, and the costliest operations (:func:`ops_per_step`).
-``decode --beam K [--precision fp32|bf16] [--length-penalty none|average|gnmt]``
+``decode --beam K [--precision fp32|bf16] [--length-penalty none|average|gnmt] [--max-len-ratio R]``
     Decodes ``PREP/test.en`` with the trained model: length-sorted batches of 32
-    sentences, at most 100 pieces, no length penalty unless asked. Times the decode loop
+    sentences, at most 100 pieces (and R times the source, if given), no length penalty
+    unless asked. Times the decode loop
     (reading, batching, search, writing) into ``WORK/decode.beamK.json`` and writes the
     pieces to ``WORK/hyp.beamK.sp`` for ``bench.py score`` (``beamK.PENALTY`` with a penalty).
 ``attention [--src-len 400]``
@@ -208,7 +209,7 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
         beam=args.beam,
         n_best=1,
         length_penalty=args.length_penalty,
-        max_len_ratio=1e9,
+        max_len_ratio=args.max_len_ratio,
         max_len=d["max_len"],
         precision=args.precision,
     )
@@ -271,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-updates", type=int, default=5, help="train: updates profiled for ops_per_step")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--length-penalty", default="none", choices=list(LENGTH_PENALTIES), help="decode: as decode.*")
+    parser.add_argument("--max-len-ratio", type=float, default=1e9, help="decode: as decode.* (default: no ratio cap)")
     parser.add_argument("--src-len", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args(argv)
