@@ -43,7 +43,7 @@ _HEADER = struct.Struct(">8sQ32s")  # magic, body length, sha256 of the body
 _CHUNK = 1 << 20
 _STEP_FILE = re.compile(r"step_(\d+)\.pt")
 _TEMP_FILE = re.compile(r"\..+\.tmp-(\d+)")  # what save_checkpoint and _replace_with_link write first
-IMPLIED = {"train": {"balance_tokens": False}}
+IMPLIED = {"train": {"balance_tokens": False, "position_lr_scale": 1.0}}
 """Config keys added since the first version-1 checkpoints, and what a checkpoint without one did."""
 
 

@@ -44,7 +44,7 @@ from nmt.evaluate import validation_bleu
 from nmt.heatmaps import write_validation_heatmaps
 from nmt.model import Seq2Seq
 from nmt.objective import StepResult, describe, dev_perplexity, train_step
-from nmt.optim import OPTIMIZERS, SCHEDULES
+from nmt.optim import OPTIMIZERS, SCHEDULES, parameter_groups
 from nmt.precision import autocast_for
 from nmt.progress import Metrics, Progress, Window
 from nmt.run_state import (
@@ -117,7 +117,7 @@ class Trainer:
         self.dev_batches = self._dev_batches()
 
         self.model = self._build_model()
-        self.optimizer = OPTIMIZERS[self.tc.optimizer](self.model.parameters(), self.tc.lr)
+        self.optimizer = OPTIMIZERS[self.tc.optimizer](parameter_groups(self.model, self.tc), self.tc.lr)
         self.schedule = SCHEDULES[self.tc.schedule](optimizer=self.optimizer, config=self.tc)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.tc.precision == "fp16")
 

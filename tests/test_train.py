@@ -23,7 +23,7 @@ from nmt.device import pick_device
 from nmt.errors import NMTError
 from nmt.model import Seq2Seq
 from nmt.objective import train_step
-from nmt.optim import Halving, Plateau
+from nmt.optim import Halving, Plateau, parameter_groups
 from nmt.precision import autocast_for
 from nmt.progress import Progress
 from nmt.sample import write_sample_corpus
@@ -314,3 +314,17 @@ def test_validation_logs_how_far_local_p_centres_move(corpus: Path, tmp_path: Pa
     plain = tiny_config(corpus, tmp_path / "global", "model.attention.align=global")
     Trainer(config=plain).fit()
     assert all("centre_range" not in json.loads(line) for line in (tmp_path / "global" / "metrics.jsonl").open())
+
+
+@pytest.mark.parametrize(("align", "scale", "groups"), [("local-p", 0.1, 2), ("local-p", 1.0, 1), ("global", 0.1, 1)])
+def test_local_p_position_network_learns_at_its_own_rate(make_model, align: str, scale: float, groups: int) -> None:
+    model = make_model(align=align)
+    config = TrainConfig(lr=0.01, position_lr_scale=scale)
+    got = parameter_groups(model, config)
+    assert len(got) == groups
+    assert sum(len(group["params"]) for group in got) == len(list(model.parameters()))
+    if groups == 1:  # the plain optimiser, in the model's own order
+        assert all(a is b for a, b in zip(got[0]["params"], model.parameters(), strict=True))
+    else:
+        position = model.decoder.attention.align
+        assert got[1] == {"params": [position.W_p.weight, position.v_p.weight], "lr": pytest.approx(0.001)}
