@@ -257,6 +257,10 @@ class LocalPredictive(LocalAlignment):
         self.v_p = nn.Linear(hidden, 1, bias=False)
         self.two_sigma_sq = 2 * (config.window / 2) ** 2
 
+    def position_parameters(self) -> list[nn.Parameter]:
+        """W_p and v_p: what predicts p_t (the optimiser gives them a rate of their own)."""
+        return [*self.W_p.parameters(), *self.v_p.parameters()]
+
     def centre(self, query: Tensor, lengths: Tensor, steps: Tensor) -> Tensor:
         ratio = torch.sigmoid(self.v_p(torch.tanh(self.W_p(query)))).squeeze(-1)  # (batch, tgt_len)
         return (lengths - 1).view(-1, 1).to(ratio.dtype) * ratio
@@ -276,7 +280,7 @@ def check_window(config: AttentionConfig, src_lengths: Tensor) -> None:
     Args:
         src_lengths: the training sources' lengths, EOS included, ``(pairs,)``.
     """
-    if config.align != "local-p" or not src_lengths.numel():
+    if ALIGNMENTS.get(config.align) is not LocalPredictive or not src_lengths.numel():
         return
     typical = int(src_lengths.median())
     if config.window < typical - 1:

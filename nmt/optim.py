@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from nmt.attention import LocalPredictive
 from nmt.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,10 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
     saturates within 10–20 updates and sits at one end of every sentence for hundreds more
     (README, "local-p"). A tenth of the rate keeps it learning.
     """
-    named = list(model.named_parameters())
-    in_position = [name.rsplit(".", 2)[-2] in ("W_p", "v_p") for name, _ in named]
-    if not any(in_position) or config.position_lr_scale == 1.0:
-        return [{"params": [p for _, p in named]}]
-    rest = [p for (_, p), position in zip(named, in_position, strict=True) if not position]
-    position = [p for (_, p), position in zip(named, in_position, strict=True) if position]
+    position = [p for m in model.modules() if isinstance(m, LocalPredictive) for p in m.position_parameters()]
+    if not position or config.position_lr_scale == 1.0:
+        return [{"params": list(model.parameters())}]
+    rest = [p for p in model.parameters() if all(p is not q for q in position)]
     return [{"params": rest}, {"params": position, "lr": config.lr * config.position_lr_scale}]
 
 
