@@ -32,7 +32,7 @@ from nmt.align import alignment_scores, forced_attention, read_alignments, sente
 from nmt.checkpoint import load_checkpoint, load_model
 from nmt.data import Example, collate
 from nmt.diagnostics import centre_error, centre_spread, gold_positions, window_centres
-from nmt.train import summed_nll
+from nmt.objective import summed_nll
 
 GROUPS = ("W_p", "v_p", "W_a", "W_c", "encoder", "decoder.rnn", "generator")
 
