@@ -21,6 +21,8 @@ from torch.nn.utils.rnn import pad_sequence
 from nmt.checkpoint import load_model
 from nmt.config import DecodeConfig
 from nmt.errors import NMTError
+from nmt.precision import INT8, check_precision
+from nmt.quantize import quantize_model
 from nmt.search import Decodable, Ensemble, Hypothesis, check_config, decode, replace_unknowns, source_words
 from nmt.source_length import input_limit, truncate
 from nmt.tokenizer import EOS_ID, PAD_ID, Tokenizer
@@ -62,6 +64,8 @@ def load_translator(
 ) -> Translator:
     """One checkpoint, or several as an ensemble, ready to translate on ``device``.
 
+    With ``decode.precision`` int8 the models' weights are quantized here, once (:mod:`nmt.quantize`).
+
     Args:
         checkpoints: the model files; an ensemble's must share both tokenizers.
         device: where the models run.
@@ -69,8 +73,8 @@ def load_translator(
         dictionary: source word -> target word, for ``decode.replace_unk``.
 
     Raises:
-        NMTError: naming the checkpoint, for unreadable files, mismatched tokenizers, invalid
-            ``decode`` settings, or ``replace_unk`` with a model that has no attention.
+        NMTError: naming the file, for unreadable files, mismatched tokenizers, invalid
+            ``decode`` settings (int8 off the CPU), or ``replace_unk`` with a model that has no attention.
     """
     loaded = [load_model(path, device) for path in checkpoints]
     first = loaded[0]
@@ -83,13 +87,15 @@ def load_translator(
                 )
     config = dataclasses.replace(first.config.decode, **(decode or {}))
     check_config(config)
+    check_precision(config.precision, device, key="decode.precision", search=True)
     for path, entry in zip(checkpoints, loaded, strict=True):
         if config.replace_unk and not entry.model.decoder.attention.attends:
             raise NMTError(
                 f"{path}: --replace-unk copies the source word the attention points at, but this model has no "
                 "attention (model.attention.align: none); translate without --replace-unk"
             )
-    model = first.model if len(loaded) == 1 else Ensemble(models=[entry.model for entry in loaded])
+    models = [quantize_model(entry.model) if config.precision == INT8 else entry.model for entry in loaded]
+    model = models[0] if len(models) == 1 else Ensemble(models=models)
     return Translator(model, first.src_tokenizer, first.tgt_tokenizer, config, dictionary or {}, device)
 
 

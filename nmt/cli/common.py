@@ -96,7 +96,9 @@ def add_decode_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--batch-tokens", type=int, metavar="N", help="about N source tokens per batch")
     parser.add_argument("--max-input-len", type=int, metavar="N", help="translate longer lines from N tokens")
     parser.add_argument(
-        "--precision", choices=list(PRECISIONS), help="fp32, or search under bf16 autocast (fp16: CUDA only)"
+        "--precision",
+        choices=list(PRECISIONS),
+        help="fp32; search under bf16 autocast (fp16: CUDA only); int8: weights quantized at load (CPU only)",
     )
     parser.add_argument(
         "--replace-unk",
