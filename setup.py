@@ -28,6 +28,7 @@ setup(
             "nmt-evaluate = nmt.cli.evaluate:main",
             "nmt-train = nmt.cli.train:main",
             "nmt-align = nmt.cli.align:main",
+            "nmt-shortlist = nmt.cli.shortlist:main",
         ]
     },
 )

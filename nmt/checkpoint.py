@@ -24,6 +24,7 @@ import re
 import shutil
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -74,21 +75,31 @@ class _HashingWriter:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically (temp file + fsync + ``os.replace``).
+    """Write ``payload`` to ``path`` atomically (:func:`write_atomically`).
 
     ``payload`` should hold tensors and plain Python values only; :func:`load_checkpoint`
     refuses anything else. The keys "format" and "version" are added here.
     """
+
+    def write(file: IO[bytes]) -> None:
+        file.write(bytes(_HEADER.size))
+        body = _HashingWriter(file)
+        torch.save({**payload, "format": FORMAT, "version": VERSION}, body)
+        file.seek(0)
+        file.write(_HEADER.pack(MAGIC, body.size, body.sha256.digest()))
+
+    write_atomically(path, write)
+
+
+def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, fsync it and rename it to ``path`` (``os.replace``
+    is atomic): a crash leaves the former file or none, never a partial one. Errors propagate."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as file:
-            file.write(bytes(_HEADER.size))
-            body = _HashingWriter(file)
-            torch.save({**payload, "format": FORMAT, "version": VERSION}, body)
-            file.seek(0)
-            file.write(_HEADER.pack(MAGIC, body.size, body.sha256.digest()))
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)

@@ -7,6 +7,7 @@ import torch
 from nmt.config import Config, ConfigError, ModelConfig, TrainConfig, choose
 from nmt.model import Seq2Seq
 from nmt.optim import OPTIMIZERS, SCHEDULES
+from nmt.precision import INT8, check_precision
 from nmt.search import check_config
 from nmt.tokenizer import PAD_ID, SPECIALS, check_tokenizer_config
 
@@ -18,6 +19,11 @@ def check_run_config(config: Config) -> None:
     meta_model(config.model)
     check_tokenizer_config(config.data)
     check_config(config.decode)
+    if config.decode.precision == INT8:
+        raise ConfigError(
+            "decode.precision=int8 quantizes a checkpoint loaded for search (nmt-translate --precision int8); "
+            "a training run validates its own fp32 weights: use fp32, bf16 or fp16"
+        )
 
 
 def check_train_config(config: TrainConfig) -> None:
@@ -42,6 +48,7 @@ def check_train_config(config: TrainConfig) -> None:
             raise ConfigError(f"train.{key} must be positive, got {getattr(config, key)!r}")
     choose(OPTIMIZERS, config.optimizer, "train.optimizer")
     choose(SCHEDULES, config.schedule, "train.schedule")
+    check_precision(config.precision, None, key="train.precision", search=False)
 
 
 def meta_model(config: ModelConfig) -> Seq2Seq:

@@ -70,6 +70,8 @@ def lstm_step(rnn: nn.LSTM, x: Tensor, hidden: list[Tensor], cell: list[Tensor])
     Returns:
         the top layer's output ``(batch, hidden)``.
     """
+    if not isinstance(rnn, nn.LSTM):  # int8 search: the LSTM steps itself (nmt.quantize.Int8LSTM)
+        return rnn.step(x, hidden, cell)
     for layer, weights in enumerate(rnn.all_weights):
         if layer:
             x = F.dropout(x, rnn.dropout, rnn.training)

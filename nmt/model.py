@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -70,13 +72,19 @@ class Seq2Seq(nn.Module):
         attentional, weights, _ = self.decoder(tgt_in, self.encode(src, src_lengths), tgt_lengths)
         return self.generator(attentional), weights
 
-    def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, Tensor, DecoderState]:
+    def step(
+        self, tokens: Tensor, state: DecoderState, *, output: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, DecoderState]:
         """One decoding step from the previous tokens ``(batch,)``.
 
+        ``output`` replaces W_s: a vocabulary shortlist's rows of it (:mod:`nmt.shortlist`), ``(batch,
+        hidden) -> (batch, rows)``; the log-probabilities are then normalised over those rows.
+
         Returns:
-            log-probabilities ``(batch, tgt_vocab)``, attention ``(batch, src_len)``, next state.
+            log-probabilities ``(batch, tgt_vocab)`` (or ``(batch, rows)``), attention ``(batch, src_len)``,
+            next state.
         """
         attentional, weights, state = self.decoder(tokens.unsqueeze(1), state)
-        logits = self.generator(attentional.squeeze(1))
+        logits = (self.generator if output is None else output)(attentional.squeeze(1))
         log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
         return log_probs, weights.squeeze(1), state

@@ -1,9 +1,15 @@
 """Numeric precision: ``fp32``, or autocast to ``bf16`` or ``fp16`` (CUDA only), for training
-(``train.precision``) and for search (``decode.precision``, ``--precision``).
+(``train.precision``) and for search (``decode.precision``, ``--precision``); ``int8`` for search
+on the CPU only.
 
 Under autocast the matrix products run in the lower precision; softmaxes, the loss and the
 search scores stay in float32. On a CPU with AVX-512 BF16 (or AMX) bf16 roughly doubles the
 speed of the matrix products; elsewhere it may be slower than fp32.
+
+``int8`` has no autocast: the weights of the output layer, the LSTMs and the attention
+projections are quantized once, when a checkpoint is loaded for search, and run through
+PyTorch's int8 kernels (:mod:`nmt.quantize`). It cannot train, and those kernels exist for the
+CPU alone.
 """
 
 from __future__ import annotations
@@ -15,15 +21,44 @@ import torch
 
 from nmt.config import ConfigError, choose
 
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "int8": None,
+}
 """A precision's name -> its autocast dtype (None: no autocast)."""
 
+INT8 = "int8"
+"""The precision whose weights are quantized at load (:func:`nmt.quantize.quantize_model`): search on the CPU only."""
 
-def autocast_for(device: torch.device, precision: str, *, key: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """A factory of autocast contexts for ``precision`` on ``device``; ``key`` names the setting in errors."""
-    dtype = choose(PRECISIONS, precision, key)
-    if dtype is torch.float16 and device.type != "cuda":
+
+def check_precision(precision: str, device: torch.device | None, *, key: str, search: bool) -> None:
+    """Reject a precision that cannot run: unknown, int8 for training or off the CPU, fp16 off CUDA.
+
+    ``device`` None checks what can be checked before the device is known; ``key`` names the setting.
+    """
+    choose(PRECISIONS, precision, key)
+    if precision == INT8 and not search:
+        raise ConfigError(
+            f"{key}=int8 is for search only (weights quantized when a checkpoint is loaded: "
+            "nmt-translate --precision int8); train in fp32, bf16 or fp16"
+        )
+    if device is None:
+        return
+    if precision == INT8 and device.type != "cpu":
+        raise ConfigError(f"{key}=int8 runs on the CPU only (PyTorch's int8 kernels); use --device cpu, or bf16/fp16")
+    if precision == "fp16" and device.type != "cuda":
         raise ConfigError(f"{key}=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+
+
+def autocast_for(
+    device: torch.device, precision: str, *, key: str, search: bool = False
+) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of autocast contexts for ``precision`` on ``device``; ``key`` names the setting in errors,
+    ``search`` allows int8 (no autocast: the model was quantized at load)."""
+    check_precision(precision, device, key=key, search=search)
+    dtype = PRECISIONS[precision]
     if dtype is None:
         return contextlib.nullcontext
     return lambda: torch.autocast(device.type, dtype=dtype)

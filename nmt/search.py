@@ -115,14 +115,16 @@ def check_config(config: DecodeConfig) -> None:
 
 def decode(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: DecodeConfig) -> list[list[Hypothesis]]:
     """Greedy search for ``config.beam == 1``, beam search otherwise (see those), under autocast
-    to ``config.precision``; ``config`` has passed :func:`check_config`.
+    to ``config.precision``; ``config`` has passed :func:`check_config`. For int8 the caller has
+    quantized the model (:func:`nmt.quantize.quantize_model`; :func:`nmt.translate.load_translator` does).
 
     It leaves a caller's inference mode: that mode turns off autocast's cache of cast weights,
     so every step would cast every weight matrix again (README.md, "Design notes"). fp32
     search is as fast either way.
     """
     search = greedy_search if config.beam == 1 else beam_search
-    with torch.inference_mode(False), autocast_for(src.device, config.precision, key="decode.precision")():
+    autocast = autocast_for(src.device, config.precision, key="decode.precision", search=True)
+    with torch.inference_mode(False), autocast():
         return search(model, src, src_lengths, config=config)
 
 

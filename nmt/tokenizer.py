@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import hashlib
 import io
 import logging
 import os
@@ -83,6 +84,10 @@ class Tokenizer(abc.ABC):
     @abc.abstractmethod
     def save(self, directory: Path, name: str) -> Path:
         """Write the tokenizer in its native file format as ``directory/name.<suffix>``; return the file."""
+
+    def fingerprint(self) -> str:
+        """A SHA-256 (hex) of :meth:`to_state`: equal for tokenizers that give every text the same ids."""
+        return hashlib.sha256(repr(sorted(self.to_state().items())).encode()).hexdigest()
 
     def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
         """``encode`` for many texts at once."""

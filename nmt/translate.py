@@ -21,7 +21,10 @@ from torch.nn.utils.rnn import pad_sequence
 from nmt.checkpoint import load_model
 from nmt.config import DecodeConfig
 from nmt.errors import NMTError
+from nmt.precision import INT8, check_precision
+from nmt.quantize import quantize_model
 from nmt.search import Decodable, Ensemble, Hypothesis, check_config, decode, replace_unknowns, source_words
+from nmt.shortlist import Shortlist, decode_over, load_shortlist
 from nmt.source_length import input_limit, truncate
 from nmt.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
@@ -29,7 +32,8 @@ log = logging.getLogger(__name__)
 
 
 class Translator(NamedTuple):
-    """What translating raw lines needs: a model (or ensemble), both tokenizers and the settings."""
+    """What translating raw lines needs: a model (or ensemble), both tokenizers and the settings; with a
+    ``shortlist``, search computes only the output rows it lists for each batch."""
 
     model: Decodable
     src_tokenizer: Tokenizer
@@ -37,6 +41,7 @@ class Translator(NamedTuple):
     config: DecodeConfig
     dictionary: Mapping[str, str]
     device: torch.device
+    shortlist: Shortlist | None = None
 
 
 class Output(NamedTuple):
@@ -59,18 +64,23 @@ def load_translator(
     *,
     decode: Mapping[str, Any] | None = None,
     dictionary: Mapping[str, str] | None = None,
+    shortlist: str | Path | None = None,
 ) -> Translator:
     """One checkpoint, or several as an ensemble, ready to translate on ``device``.
+
+    With ``decode.precision`` int8 the models' weights are quantized here, once (:mod:`nmt.quantize`).
 
     Args:
         checkpoints: the model files; an ensemble's must share both tokenizers.
         device: where the models run.
         decode: ``decode.*`` settings that replace the first checkpoint's (e.g. ``{"beam": 10}``).
         dictionary: source word -> target word, for ``decode.replace_unk``.
+        shortlist: a file of :mod:`nmt.shortlist` built with the checkpoints' tokenizers.
 
     Raises:
-        NMTError: naming the checkpoint, for unreadable files, mismatched tokenizers, invalid
-            ``decode`` settings, or ``replace_unk`` with a model that has no attention.
+        NMTError: naming the file, for unreadable files, mismatched tokenizers, invalid
+            ``decode`` settings (int8 off the CPU), ``replace_unk`` with a model that has no attention,
+            or a shortlist built for other tokenizers.
     """
     loaded = [load_model(path, device) for path in checkpoints]
     first = loaded[0]
@@ -83,14 +93,19 @@ def load_translator(
                 )
     config = dataclasses.replace(first.config.decode, **(decode or {}))
     check_config(config)
+    check_precision(config.precision, device, key="decode.precision", search=True)
     for path, entry in zip(checkpoints, loaded, strict=True):
         if config.replace_unk and not entry.model.decoder.attention.attends:
             raise NMTError(
                 f"{path}: --replace-unk copies the source word the attention points at, but this model has no "
                 "attention (model.attention.align: none); translate without --replace-unk"
             )
-    model = first.model if len(loaded) == 1 else Ensemble(models=[entry.model for entry in loaded])
-    return Translator(model, first.src_tokenizer, first.tgt_tokenizer, config, dictionary or {}, device)
+    rows = None  # the shortlist
+    if shortlist is not None:
+        rows = load_shortlist(shortlist, src_tokenizer=first.src_tokenizer, tgt_tokenizer=first.tgt_tokenizer)
+    models = [quantize_model(entry.model) if config.precision == INT8 else entry.model for entry in loaded]
+    model = models[0] if len(models) == 1 else Ensemble(models=models)
+    return Translator(model, first.src_tokenizer, first.tgt_tokenizer, config, dictionary or {}, device, rows)
 
 
 def translate_lines(
@@ -119,9 +134,10 @@ def search_lines(
 
     Lines are sorted by token length (longest first) and cut into batches of at most
     ``batch_tokens`` padded source tokens; ``progress`` hears how many lines each batch finished
-    (blank lines count at once).
+    (blank lines count at once). With a shortlist, the mean number of output rows per batch is logged.
     """
     config = translator.config
+    rows: list[int] = []  # output rows per batch, with a shortlist
     limit = input_limit(getattr(translator.model, "max_src_len", None), config.max_input_len)
     sources = [_source_ids(number, line, translator.src_tokenizer, limit) for number, line in enumerate(lines, 1)]
     order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: -len(sources[i]))
@@ -130,9 +146,15 @@ def search_lines(
     report(len(lines) - len(order))
     for batch in _batches(order, sources, config.batch_tokens):
         src = pad_sequence([torch.tensor(sources[i]) for i in batch], batch_first=True, padding_value=PAD_ID)
-        lengths = torch.tensor([len(sources[i]) for i in batch])
+        src = src.to(translator.device)
+        lengths = torch.tensor([len(sources[i]) for i in batch], device=translator.device)
         try:
-            hyps = decode(translator.model, src.to(translator.device), lengths.to(translator.device), config=config)
+            if translator.shortlist is None:
+                hyps = decode(translator.model, src, lengths, config=config)
+            else:
+                vocab = translator.shortlist.vocabulary(src)
+                rows.append(len(vocab))
+                hyps = decode_over(translator.model, vocab, src, lengths, config=config)
         except torch.OutOfMemoryError as err:
             raise NMTError(
                 f"out of memory translating a batch of {len(batch)} lines of up to {len(sources[batch[0]])} tokens "
@@ -142,6 +164,13 @@ def search_lines(
         for i, found in zip(batch, hyps, strict=True):
             results[i] = Searched(sources[i], found)
         report(len(batch))
+    if rows:
+        log.info(
+            "shortlist: %.0f output rows per batch on average (%d batches, of %d target pieces)",
+            sum(rows) / len(rows),
+            len(rows),
+            translator.tgt_tokenizer.vocab_size,
+        )
     return results
 
 

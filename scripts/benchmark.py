@@ -11,12 +11,15 @@ Three subcommands, each printing one JSON line on stdout:
     config as ``nmt-train``'s overrides do (e.g. ``train.seed=7``, ``train.pool_factor=1``).
     After training it profiles a few more updates and reports ``ops_per_step``: the operations
     per decoder step, forward and backward, and the costliest operations (:func:`ops_per_step`).
-``decode --beam K [--precision fp32|bf16] [--length-penalty none|average|gnmt] [--max-len-ratio R]``
+``decode --beam K [--precision fp32|bf16|int8] [--shortlist F] [--length-penalty P] [--max-len-ratio R]``
     Decodes ``PREP/test.en`` with the trained model: length-sorted batches of 32
     sentences, at most 100 pieces (and R times the source, if given), no length penalty
     unless asked. Times the decode loop
     (reading, batching, search, writing) into ``WORK/decode.beamK.json`` and writes the
     pieces to ``WORK/hyp.beamK.sp`` for ``bench.py score`` (``beamK.PENALTY`` with a penalty).
+    int8 quantizes the model before the clock starts (as nmt-translate does at load) and adds
+    ``.int8`` to the names; ``--shortlist`` (from ``nmt-shortlist --checkpoint WORK/run/last.pt``)
+    restricts each batch's output layer, adds ``.shortlist`` and reports the mean rows per batch.
 ``attention [--src-len 400]``
     Attention time per decoder step for every alignment mode at one source length (the
     issue's goal: local-p at most half of global's at 400 positions).
@@ -51,7 +54,9 @@ from nmt.config import (
     with_overrides,
 )
 from nmt.errors import NMTError
+from nmt.quantize import quantize_model
 from nmt.search import LENGTH_PENALTIES, decode
+from nmt.shortlist import decode_over, load_shortlist
 from nmt.tokenizer import EOS_ID, PAD_ID
 from nmt.train import Trainer
 
@@ -213,6 +218,13 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
         max_len=d["max_len"],
         precision=args.precision,
     )
+    if args.precision == "int8":
+        quantize_model(loaded.model)
+    tokenizers = loaded.src_tokenizer, loaded.tgt_tokenizer
+    shortlist = None  # or the one the decode loop reads
+    if args.shortlist:
+        shortlist = load_shortlist(args.shortlist, src_tokenizer=tokenizers[0], tgt_tokenizer=tokenizers[1])
+    output_rows = []  # per batch, with a shortlist
     src_path = args.prep / f"test.{spec['data']['src_lang']}"
     snap = cpu_snapshot()
     start = time.perf_counter()
@@ -224,13 +236,22 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
         rows = order[first : first + d["batch_size"]]
         src = pad_sequence([torch.tensor(sources[i]) for i in rows], batch_first=True, padding_value=PAD_ID)
         lengths = torch.tensor([len(sources[i]) for i in rows])
-        for i, hyps in zip(rows, decode(loaded.model, src, lengths, config=config), strict=True):
+        if shortlist is None:
+            found = decode(loaded.model, src, lengths, config=config)
+        else:
+            vocab = shortlist.vocabulary(src)
+            output_rows.append(len(vocab))
+            found = decode_over(loaded.model, vocab, src, lengths, config=config)
+        for i, hyps in zip(rows, found, strict=True):
             outputs[i] = loaded.tgt_tokenizer.decode(hyps[0].tokens)
     name = f"beam{args.beam}" + ("" if args.length_penalty == "none" else f".{args.length_penalty}")
+    name += (".int8" if args.precision == "int8" else "") + (".shortlist" if shortlist else "")
     (args.work / f"hyp.{name}.sp").write_text("\n".join(outputs) + "\n", encoding="utf-8")
     decode_s = time.perf_counter() - start
     result = {"decode_s": decode_s, "n_sents": len(lines), "beam": args.beam, "precision": args.precision}
     result |= {"length_penalty": args.length_penalty, "other_load_cores": other_load(snap, cpu_snapshot())}
+    if output_rows:
+        result |= {"shortlist": str(args.shortlist), "shortlist_rows": sum(output_rows) / len(output_rows)}
     (args.work / f"decode.{name}.json").write_text(json.dumps(result) + "\n")
     return result
 
@@ -267,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prep", type=Path, help="the harness's prepared data (bench.py prep)")
     parser.add_argument("--work", type=Path, help="this toolkit's work directory")
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
+    parser.add_argument("--shortlist", type=Path, help="decode: a file of nmt-shortlist for the trained model")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: a config override")
     parser.add_argument("--profile-updates", type=int, default=5, help="train: updates profiled for ops_per_step")
     parser.add_argument("--beam", type=int, default=5)

@@ -23,10 +23,13 @@ import pytest
 import torch
 from test_cli_train import TINY
 
-from nmt.checkpoint import load_checkpoint
+from nmt.checkpoint import load_checkpoint, load_model
 from nmt.cli import align as align_cli
+from nmt.cli import shortlist as shortlist_cli
 from nmt.cli import train as train_cli
 from nmt.cli import translate as translate_cli
+from nmt.search import decode
+from nmt.shortlist import decode_over
 
 pytestmark = [
     pytest.mark.cuda,
@@ -118,6 +121,32 @@ def test_a_model_trained_on_cuda_translates_and_aligns_there(config: Path, tmp_p
         assert (out / "alignments.txt").read_bytes().count(b"\n") == lines
     scores = json.loads((forced / "scores.json").read_text(encoding="utf-8"))
     assert 0.0 <= scores["aer"] <= 1.0 and scores["sentences"] == lines
+
+
+def test_shortlist_search_on_cuda_and_int8_refused_there(config: Path, tmp_path: Path, capsys) -> None:
+    """A whole-vocabulary shortlist searches exactly as none on the GPU too; nmt-translate --shortlist runs
+    there; --precision int8 there is one line and exit 1 (PyTorch's int8 kernels are the CPU's)."""
+    train(config, tmp_path / "run", "train.max_steps=3")
+    checkpoint = str(tmp_path / "run" / "last.pt")
+    assert shortlist_cli.main(["--quiet", "--checkpoint", checkpoint]) == 0  # the run's own corpus
+    loaded = load_model(checkpoint, "cuda")
+    src = torch.randint(4, loaded.src_tokenizer.vocab_size, (5, 9), device="cuda")
+    lengths = torch.tensor([9, 8, 8, 5, 2], device="cuda")
+    src = src.masked_fill(torch.arange(9, device="cuda") >= lengths.unsqueeze(1), 0)
+    vocab = torch.arange(loaded.tgt_tokenizer.vocab_size, device="cuda")
+    want = decode(loaded.model, src, lengths, config=loaded.config.decode)
+    got = decode_over(loaded.model, vocab, src, lengths, config=loaded.config.decode)
+    assert [[(h.tokens, h.score) for h in g] for g in got] == [[(h.tokens, h.score) for h in w] for w in want]
+
+    src_file = config.parent / "data" / "test.en"
+    out = tmp_path / "hyp.shortlist"
+    argv = ["--quiet", "--checkpoint", checkpoint, "--device", "cuda", "--input", str(src_file)]
+    assert translate_cli.main([*argv, "--shortlist", str(tmp_path / "run" / "shortlist.pt"), "--output", str(out)]) == 0
+    assert out.read_bytes().count(b"\n") == src_file.read_bytes().count(b"\n")
+    capsys.readouterr()
+    assert translate_cli.main([*argv, "--precision", "int8"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "int8 runs on the CPU only" in err
 
 
 def launcher() -> list[str]:

@@ -24,7 +24,7 @@ from nmt.align import (
 )
 from nmt.attention import NO_ATTENTION
 from nmt.checkpoint import load_model
-from nmt.cli.common import add_common_args, read_lines, resolve_device, run
+from nmt.cli.common import add_common_args, positive_int, read_lines, resolve_device, run
 from nmt.errors import NMTError
 from nmt.heatmaps import FORMATS, write_heatmaps
 
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, metavar="DIR", help="directory for heatmaps, index.html and alignments.txt"
     )
     parser.add_argument("--format", choices=FORMATS, default="png", help="heatmap image format (default: png)")
-    parser.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N sentence pairs")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N sentence pairs")
     parser.add_argument(
         "--heatmaps",
         type=int,
@@ -89,16 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_args(parser)
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

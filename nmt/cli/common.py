@@ -96,7 +96,14 @@ def add_decode_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--batch-tokens", type=int, metavar="N", help="about N source tokens per batch")
     parser.add_argument("--max-input-len", type=int, metavar="N", help="translate longer lines from N tokens")
     parser.add_argument(
-        "--precision", choices=list(PRECISIONS), help="fp32, or search under bf16 autocast (fp16: CUDA only)"
+        "--precision",
+        choices=list(PRECISIONS),
+        help="fp32; search under bf16 autocast (fp16: CUDA only); int8: weights quantized at load (CPU only)",
+    )
+    parser.add_argument(
+        "--shortlist",
+        metavar="F",
+        help="compute only the output rows this file (from nmt-shortlist) lists for each batch's source pieces",
     )
     parser.add_argument(
         "--replace-unk",
@@ -109,6 +116,17 @@ def add_decode_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def resolve_device(name: str) -> torch.device:
     """``--device``: :func:`nmt.device.pick_device`, the rule ``train.device`` follows too."""
     return pick_device(name, key="--device")
@@ -118,7 +136,8 @@ def load_translator(args: argparse.Namespace, *, n_best: int | None = None) -> T
     """:func:`nmt.translate.load_translator` of ``args.checkpoint`` with the search options given in ``args``."""
     given = {field: getattr(args, field) for field in _DECODE_FIELDS} | {"n_best": n_best}
     decode = {key: value for key, value in given.items() if value is not None}
-    translator = translate.load_translator(args.checkpoint, resolve_device(args.device), decode=decode)
+    device = resolve_device(args.device)
+    translator = translate.load_translator(args.checkpoint, device, decode=decode, shortlist=args.shortlist)
     if args.dict and not translator.config.replace_unk:
         raise NMTError("--dict is only used with --replace-unk; add --replace-unk")
     dictionary = read_dictionary(args.dict, replace_invalid=args.replace_invalid) if args.dict else {}
