@@ -12,6 +12,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from nmt.attention import Memory, build_attention
 from nmt.config import ModelConfig
+from nmt.lstm import lstm_cell
 
 
 class DecoderState(NamedTuple):
@@ -56,28 +57,31 @@ def packed(padded: Tensor, lengths: Tensor) -> PackedSequence:
     return pack_padded_sequence(padded, lengths.cpu(), batch_first=True, enforce_sorted=False)
 
 
-def lstm_step(rnn: nn.LSTM, x: Tensor, hidden: list[Tensor], cell: list[Tensor]) -> Tensor:
-    """One time step of the stacked ``rnn`` through its own weights, layer by layer.
+class StepWeights(NamedTuple):
+    """The decoder LSTM's weights arranged for one step at a time with input feeding.
 
-    A one-step call of ``nn.LSTM`` runs the fused oneDNN kernel, whose backward costs about ten
-    times more than these cell calls on the CPU (README.md, "Design notes"). Dropout between
-    layers matches ``nn.LSTM``'s.
+    Step t's gates of layer l are ``inputs_l + [x_l; h_l] @ recurrent[l]ᵀ``: x_0 = h̃_{t-1} and
+    inputs_0 = W_ih's embedding columns times the embedding of y_{t-1} plus the biases, computed for
+    all steps at once; x_l = dropout(h_{l-1}) and inputs_l the biases above. One product per layer
+    and step, not ``torch.lstm_cell``'s two.
 
-    Args:
-        x: the first layer's input ``(batch, input)``.
-        hidden, cell: per-layer ``(batch, hidden)`` states, replaced in place by the new ones.
-
-    Returns:
-        the top layer's output ``(batch, hidden)``.
+    Attributes:
+        embed: layer 0's ``W_ih`` columns that read the embedding, ``(4 * hidden, embed)``.
+        bias: ``b_ih + b_hh`` of every layer, each ``(4 * hidden,)``.
+        recurrent: per layer ``[W_ih; W_hh]`` side by side (layer 0: W_ih's h̃ columns), ``(4 * hidden, 2 * hidden)``.
     """
-    if not isinstance(rnn, nn.LSTM):  # int8 search: the LSTM steps itself (nmt.quantize.Int8LSTM)
-        return rnn.step(x, hidden, cell)
-    for layer, weights in enumerate(rnn.all_weights):
-        if layer:
-            x = F.dropout(x, rnn.dropout, rnn.training)
-        hidden[layer], cell[layer] = torch.lstm_cell(x, (hidden[layer], cell[layer]), *weights)
-        x = hidden[layer]
-    return x
+
+    embed: Tensor
+    bias: list[Tensor]
+    recurrent: list[Tensor]
+
+    @classmethod
+    def of(cls, rnn: nn.LSTM) -> StepWeights:
+        embed = rnn.input_size - rnn.hidden_size
+        w_ih, w_hh, b_ih, b_hh = zip(*rnn.all_weights, strict=True)
+        recurrent = [torch.cat([w[:, embed:] if layer == 0 else w, w_hh[layer]], 1) for layer, w in enumerate(w_ih)]
+        # b_ih + b_hh layer by layer: the gradients of stacked biases would share memory, and accumulate wrongly
+        return cls(w_ih[0][:, :embed], [b + b_hh[layer] for layer, b in enumerate(b_ih)], recurrent)
 
 
 class Decoder(nn.Module):
@@ -128,40 +132,52 @@ class Decoder(nn.Module):
             if lengths is not None:
                 return packed(attentional, lengths).data, packed(weights, lengths).data, None
             return attentional, weights, DecoderState(h, c, attentional[:, -1], state.memory, state.step + tgt.size(1))
+        weights = StepWeights.of(self.rnn)
         if lengths is None:
-            # unbind: one backward for all steps, not one per slice
-            return self._feed_steps(self.dropout(self.embed(tgt)).unbind(1), state, stack=True)
+            emb = self.dropout(self.embed(tgt))  # (batch, tgt_len, embed)
+            inputs = F.linear(emb, weights.embed, weights.bias[0])  # (batch, tgt_len, 4 * hidden)
+            return self._feed_steps(inputs.unbind(1), weights, state, stack=True)  # unbind: one backward for all
         tokens = packed(tgt, lengths)
-        steps = self.dropout(self.embed(tokens.data)).split(tokens.batch_sizes.tolist())  # (rows_t, embed)
-        attentional, weights, _ = self._feed_steps(steps, state.index_select(tokens.sorted_indices), stack=False)
-        return attentional, weights, None
+        inputs = F.linear(self.dropout(self.embed(tokens.data)), weights.embed, weights.bias[0])  # (tokens, 4 * hidden)
+        steps = inputs.split(tokens.batch_sizes.tolist())  # (rows_t, 4 * hidden)
+        state = state.index_select(tokens.sorted_indices)
+        attentional, attention, _ = self._feed_steps(steps, weights, state, stack=False)
+        return attentional, attention, None
 
     def _feed_steps(
-        self, steps: Sequence[Tensor], state: DecoderState, *, stack: bool
+        self, steps: Sequence[Tensor], weights: StepWeights, state: DecoderState, *, stack: bool
     ) -> tuple[Tensor, Tensor, DecoderState]:
         """The input-feeding loop: one LSTM step and one attention per target position.
 
-        Step t reads the embeddings ``steps[t]`` ``(rows_t, embed)`` and runs the first
-        ``rows_t`` rows of ``state`` (non-increasing: rows that have ended drop out). ``stack``
-        gives ``(batch, steps, ...)`` outputs (every step of every row); otherwise the steps'
-        rows are concatenated, ``(sum of rows_t, ...)``.
+        Step t reads layer 0's input products ``steps[t]`` ``(rows_t, 4 * hidden)`` (see
+        :class:`StepWeights`) and runs the first ``rows_t`` rows of ``state`` (non-increasing: rows
+        that have ended drop out). ``stack`` gives ``(batch, steps, ...)`` outputs (every step of
+        every row); otherwise the steps' rows are concatenated, ``(sum of rows_t, ...)``.
         """
         hidden, cell, feed, memory = list(state.hidden.unbind(0)), list(state.cell.unbind(0)), state.feed, state.memory
-        outputs, weights = [], []
-        for t, emb_t in enumerate(steps):
-            rows = emb_t.size(0)
+        sizes = [inputs.size(0) for inputs in steps]
+        # each layer's biases as one view per step: their gradient is then summed once, not at every step
+        biases = [bias.expand(sum(sizes), -1).split(sizes) for bias in weights.bias[1:]]
+        outputs, attention = [], []
+        for t, rows in enumerate(sizes):
             if rows < feed.size(0):
                 hidden, cell, feed = [h[:rows] for h in hidden], [c[:rows] for c in cell], feed[:rows]
                 memory = Memory(*(m[:rows] for m in memory))
-            x = torch.cat([emb_t, feed], dim=-1)  # (rows, embed + hidden)
-            out = lstm_step(self.rnn, x, hidden, cell)  # (rows, hidden); hidden, cell updated
-            attentional, w = self._attend(out.unsqueeze(1), memory, state.step + t)
+            x = feed
+            for layer, recurrent in enumerate(weights.recurrent):
+                if layer:
+                    x = F.dropout(x, self.rnn.dropout, self.training)  # between layers, as nn.LSTM
+                inputs = steps[t] if layer == 0 else biases[layer - 1][t]
+                gates = torch.addmm(inputs, torch.cat([x, hidden[layer]], 1), recurrent.t())  # (rows, 4 * hidden)
+                hidden[layer], cell[layer] = lstm_cell(gates, cell[layer])
+                x = hidden[layer]
+            attentional, w = self._attend(x.unsqueeze(1), memory, state.step + t)
             feed = attentional.squeeze(1)
             outputs.append(feed)
-            weights.append(w.squeeze(1))
+            attention.append(w.squeeze(1))
         new_state = DecoderState(torch.stack(hidden), torch.stack(cell), feed, memory, state.step + len(steps))
         join = torch.stack if stack else torch.cat
-        return join(outputs, dim=int(stack)), join(weights, dim=int(stack)), new_state
+        return join(outputs, dim=int(stack)), join(attention, dim=int(stack)), new_state
 
     def _attend(self, out: Tensor, memory: Memory, first_step: int) -> tuple[Tensor, Tensor]:
         """h̃ = dropout(tanh(W_c [c_t; h_t])), or dropout(h_t) without attention, for ``out``
