@@ -129,6 +129,7 @@ class Decoder(nn.Module):
             emb = self.dropout(self.embed(tgt))  # (batch, tgt_len, embed)
             out, (h, c) = self.rnn(emb, (state.hidden, state.cell))  # out: (batch, tgt_len, hidden)
             attentional, weights = self._attend(out, state.memory, state.step)
+            attentional = self.dropout(attentional)
             if lengths is not None:
                 return packed(attentional, lengths).data, packed(weights, lengths).data, None
             return attentional, weights, DecoderState(h, c, attentional[:, -1], state.memory, state.step + tgt.size(1))
@@ -158,31 +159,46 @@ class Decoder(nn.Module):
         sizes = [inputs.size(0) for inputs in steps]
         # each layer's biases as one view per step: their gradient is then summed once, not at every step
         biases = [bias.expand(sum(sizes), -1).split(sizes) for bias in weights.bias[1:]]
+        masks = self._dropout_masks(len(weights.recurrent), sizes, feed)
         outputs, attention = [], []
         for t, rows in enumerate(sizes):
             if rows < feed.size(0):
                 hidden, cell, feed = [h[:rows] for h in hidden], [c[:rows] for c in cell], feed[:rows]
                 memory = Memory(*(m[:rows] for m in memory))
+            drop = None if masks is None else masks[t]  # (layers, rows, hidden)
             x = feed
             for layer, recurrent in enumerate(weights.recurrent):
-                if layer:
-                    x = F.dropout(x, self.rnn.dropout, self.training)  # between layers, as nn.LSTM
+                if layer and drop is not None:
+                    x = x * drop[layer - 1]  # dropout between layers, as nn.LSTM's
                 inputs = steps[t] if layer == 0 else biases[layer - 1][t]
                 gates = torch.addmm(inputs, torch.cat([x, hidden[layer]], 1), recurrent.t())  # (rows, 4 * hidden)
                 hidden[layer], cell[layer] = lstm_cell(gates, cell[layer])
                 x = hidden[layer]
             attentional, w = self._attend(x.unsqueeze(1), memory, state.step + t)
-            feed = attentional.squeeze(1)
+            feed = attentional.squeeze(1) if drop is None else attentional.squeeze(1) * drop[-1]  # dropout of h̃
             outputs.append(feed)
             attention.append(w.squeeze(1))
         new_state = DecoderState(torch.stack(hidden), torch.stack(cell), feed, memory, state.step + len(steps))
         join = torch.stack if stack else torch.cat
         return join(outputs, dim=int(stack)), join(attention, dim=int(stack)), new_state
 
+    def _dropout_masks(self, layers: int, sizes: list[int], like: Tensor) -> Sequence[Tensor] | None:
+        """The input-feeding loop's dropout, drawn for all steps at once (None without dropout).
+
+        Step t's masks are ``(layers, sizes[t], hidden)`` keep-masks scaled by 1 / (1 - p), so ``x * mask``
+        is ``F.dropout(x, p)``: ``layers - 1`` between the LSTM layers, the last for h̃ (both rates are
+        ``model.dropout``).
+        """
+        p = self.dropout.p
+        if not self.training or p == 0:
+            return None
+        masks = like.new_empty(layers, sum(sizes), like.size(-1)).bernoulli_(1 - p).div_(1 - p)
+        return masks.split(sizes, 1)
+
     def _attend(self, out: Tensor, memory: Memory, first_step: int) -> tuple[Tensor, Tensor]:
-        """h̃ = dropout(tanh(W_c [c_t; h_t])), or dropout(h_t) without attention, for ``out``
-        ``(batch, steps, hidden)``."""
+        """h̃ = tanh(W_c [c_t; h_t]), or h_t without attention, for ``out`` ``(batch, steps, hidden)``
+        (before dropout)."""
         context, weights = self.attention(out, memory, first_step)
         if self.W_c is not None:
             out = torch.tanh(self.W_c(torch.cat([context, out], dim=-1)))  # (batch, steps, hidden)
-        return self.dropout(out), weights
+        return out, weights

@@ -179,6 +179,16 @@ def test_decoder_follows_the_equations(input_feed, make_model):
     torch.testing.assert_close(got, torch.cat(logits, dim=1), rtol=1e-12, atol=1e-12)
 
 
+def test_input_feeding_dropout_draws_every_step_s_masks_at_once(make_model):
+    """``x * mask`` is ``F.dropout(x, p)``: masks of 0 and 1 / (1 - p), one per layer boundary and one for h̃."""
+    decoder = make_model(dropout=0.5, layers=3).decoder.train()
+    masks = decoder._dropout_masks(3, [4, 2, 1], torch.zeros(4, 6, dtype=torch.float64))
+    assert [m.shape for m in masks] == [(3, 4, 6), (3, 2, 6), (3, 1, 6)]
+    values = torch.cat([m.flatten() for m in masks])
+    assert set(values.tolist()) == {0.0, 2.0}
+    assert decoder.eval()._dropout_masks(3, [4], torch.zeros(4, 6)) is None
+
+
 @pytest.mark.parametrize("align", [*ALIGNMENTS, NO_ATTENTION])
 def test_reordering_the_state_reorders_the_next_step(align, make_model):
     model = make_model(align=align, window=2)
