@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from nmt.attention import Memory, build_attention
 from nmt.config import ModelConfig
 from nmt.lstm import lstm_cell
+from nmt.step_linear import StepLinear
 
 
 class DecoderState(NamedTuple):
@@ -135,50 +136,54 @@ class Decoder(nn.Module):
             return attentional, weights, DecoderState(h, c, attentional[:, -1], state.memory, state.step + tgt.size(1))
         weights = StepWeights.of(self.rnn)
         if lengths is None:
-            emb = self.dropout(self.embed(tgt))  # (batch, tgt_len, embed)
-            inputs = F.linear(emb, weights.embed, weights.bias[0])  # (batch, tgt_len, 4 * hidden)
-            return self._feed_steps(inputs.unbind(1), weights, state, stack=True)  # unbind: one backward for all
+            batch, tgt_len = tgt.shape
+            emb = self.dropout(self.embed(tgt.t().flatten()))  # (tgt_len * batch, embed), step by step
+            inputs = F.linear(emb, weights.embed, weights.bias[0])  # (tgt_len * batch, 4 * hidden)
+            return self._feed_steps(inputs, [batch] * tgt_len, weights, state, stack=True)
         tokens = packed(tgt, lengths)
         inputs = F.linear(self.dropout(self.embed(tokens.data)), weights.embed, weights.bias[0])  # (tokens, 4 * hidden)
-        steps = inputs.split(tokens.batch_sizes.tolist())  # (rows_t, 4 * hidden)
         state = state.index_select(tokens.sorted_indices)
-        attentional, attention, _ = self._feed_steps(steps, weights, state, stack=False)
+        attentional, attention, _ = self._feed_steps(inputs, tokens.batch_sizes.tolist(), weights, state, stack=False)
         return attentional, attention, None
 
     def _feed_steps(
-        self, steps: Sequence[Tensor], weights: StepWeights, state: DecoderState, *, stack: bool
+        self, inputs: Tensor, sizes: list[int], weights: StepWeights, state: DecoderState, *, stack: bool
     ) -> tuple[Tensor, Tensor, DecoderState]:
         """The input-feeding loop: one LSTM step and one attention per target position.
 
-        Step t reads layer 0's input products ``steps[t]`` ``(rows_t, 4 * hidden)`` (see
-        :class:`StepWeights`) and runs the first ``rows_t`` rows of ``state`` (non-increasing: rows
-        that have ended drop out). ``stack`` gives ``(batch, steps, ...)`` outputs (every step of
-        every row); otherwise the steps' rows are concatenated, ``(sum of rows_t, ...)``.
+        Step t runs the first ``sizes[t]`` rows of ``state`` (non-increasing: rows that have ended drop
+        out), with layer 0's input products ``inputs`` ``(sum of sizes, 4 * hidden)`` (see
+        :class:`StepWeights`), the steps' rows one after another. ``stack`` gives ``(batch, steps, ...)``
+        outputs (every step of every row); otherwise the steps' rows are concatenated, ``(sum of sizes, ...)``.
+        Every weight's gradient is one product for all steps (:class:`StepLinear`).
         """
         hidden, cell, feed, memory = list(state.hidden.unbind(0)), list(state.cell.unbind(0)), state.feed, state.memory
-        sizes = [inputs.size(0) for inputs in steps]
-        # each layer's biases as one view per step: their gradient is then summed once, not at every step
-        biases = [bias.expand(sum(sizes), -1).split(sizes) for bias in weights.bias[1:]]
-        masks = self._dropout_masks(len(weights.recurrent), sizes, feed)
+        rows = sum(sizes)
+        bases = [inputs, *(bias.expand(rows, -1) for bias in weights.bias[1:])]
+        layers = [StepLinear(w, base, sizes) for w, base in zip(weights.recurrent, bases, strict=True)]
+        no_bias = feed.new_zeros(()).expand(rows, feed.size(1))
+        combine = None if self.W_c is None else StepLinear(self.W_c.weight, no_bias, sizes)
+        masks = self._dropout_masks(len(layers), sizes, feed)
         outputs, attention = [], []
-        for t, rows in enumerate(sizes):
-            if rows < feed.size(0):
-                hidden, cell, feed = [h[:rows] for h in hidden], [c[:rows] for c in cell], feed[:rows]
-                memory = Memory(*(m[:rows] for m in memory))
-            drop = None if masks is None else masks[t]  # (layers, rows, hidden)
+        for t, size in enumerate(sizes):
+            if size < feed.size(0):
+                hidden, cell, feed = [h[:size] for h in hidden], [c[:size] for c in cell], feed[:size]
+                memory = Memory(*(m[:size] for m in memory))
+            drop = None if masks is None else masks[t]  # (layers, size, hidden)
             x = feed
-            for layer, recurrent in enumerate(weights.recurrent):
+            for layer, linear in enumerate(layers):
                 if layer and drop is not None:
                     x = x * drop[layer - 1]  # dropout between layers, as nn.LSTM's
-                inputs = steps[t] if layer == 0 else biases[layer - 1][t]
-                gates = torch.addmm(inputs, torch.cat([x, hidden[layer]], 1), recurrent.t())  # (rows, 4 * hidden)
+                gates = linear(t, torch.cat([x, hidden[layer]], 1))  # (size, 4 * hidden)
                 hidden[layer], cell[layer] = lstm_cell(gates, cell[layer])
                 x = hidden[layer]
-            attentional, w = self._attend(x.unsqueeze(1), memory, state.step + t)
-            feed = attentional.squeeze(1) if drop is None else attentional.squeeze(1) * drop[-1]  # dropout of h̃
+            context, w = self.attention(x.unsqueeze(1), memory, state.step + t)  # (size, 1, hidden), (size, 1, src_len)
+            if combine is not None:
+                x = torch.tanh(combine(t, torch.cat([context.squeeze(1), x], 1)))  # h̃_t = tanh(W_c [c_t; h_t])
+            feed = x if drop is None else x * drop[-1]  # dropout of h̃
             outputs.append(feed)
             attention.append(w.squeeze(1))
-        new_state = DecoderState(torch.stack(hidden), torch.stack(cell), feed, memory, state.step + len(steps))
+        new_state = DecoderState(torch.stack(hidden), torch.stack(cell), feed, memory, state.step + len(sizes))
         join = torch.stack if stack else torch.cat
         return join(outputs, dim=int(stack)), join(attention, dim=int(stack)), new_state
 
