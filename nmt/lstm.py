@@ -15,6 +15,8 @@ The backward needs, besides the incoming gradients, only derivatives of the forw
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -133,19 +135,24 @@ class _Layer(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor, dh_n: Tensor, dc_n: Tensor) -> tuple[Tensor | None, ...]:
         act, c_prev, tanh_c, h_prev, w_hh = ctx.saved_tensors
+        sizes = ctx.batch_sizes
+        starts, lengths = _layout(sizes)
         p, a = _derivatives(act, c_prev, tanh_c)
         forget = act.chunk(4, 1)[1]
+        # the gradient of every h_t: from the output, plus h_n's at each row's last step; the steps' own
+        # contributions through h_{t+1} are added to it as the loop reaches them
+        last = torch.tensor([starts[length - 1] + row for row, length in enumerate(lengths)], device=d_out.device)
+        dh = d_out.index_add(0, last, dh_n)  # (tokens, hidden)
+        dc_next = dc_n.clone()  # (batch, hidden): step t reads and writes its first rows
         d_gates = torch.empty_like(p)
-        dh_next, dc_next = dh_n.clone(), dc_n.clone()  # (batch, hidden): step t reads and writes its first rows
-        end = d_out.size(0)
-        for rows in reversed(ctx.batch_sizes):
-            step = slice(end - rows, end)
-            dh = d_out[step] + dh_next[:rows]
-            _, dc = _backward_step(p[step], a[step], dh, dc_next[:rows], out=d_gates[step])
+        for t in reversed(range(len(sizes))):
+            step, rows = slice(starts[t], starts[t] + sizes[t]), sizes[t]
+            _, dc = _backward_step(p[step], a[step], dh[step], dc_next[:rows], out=d_gates[step])
             torch.mul(dc, forget[step], out=dc_next[:rows])
-            torch.mm(d_gates[step], w_hh, out=dh_next[:rows])
-            end -= rows
-        return d_gates, d_gates.t() @ h_prev, dh_next, dc_next, None
+            if t:
+                dh[starts[t - 1] : starts[t - 1] + rows].addmm_(d_gates[step], w_hh)  # through h_{t-1}
+        dh0 = d_gates[: sizes[0]] @ w_hh if ctx.needs_input_grad[2] else None
+        return d_gates, d_gates.t() @ h_prev, dh0, dc_next, None
 
 
 def lstm_packed(rnn: nn.LSTM, packed: PackedSequence, *, dropout: bool) -> tuple[PackedSequence, tuple[Tensor, Tensor]]:
@@ -183,12 +190,14 @@ def lstm_packed(rnn: nn.LSTM, packed: PackedSequence, *, dropout: bool) -> tuple
     return PackedSequence(x, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), (h, c)
 
 
+def _layout(batch_sizes: list[int]) -> tuple[list[int], list[int]]:
+    """Where each step's tokens start in a packed sequence, and each sorted row's length."""
+    starts = list(itertools.accumulate(batch_sizes[:-1], initial=0))
+    return starts, [sum(rows > row for rows in batch_sizes) for row in range(batch_sizes[0])]
+
+
 def _reversed_tokens(batch_sizes: list[int]) -> Tensor:
     """For each packed token (step t of sorted row b), the packed index of step L_b - 1 - t of the
     same row, where L_b is the row's length: reading it reverses every sequence. ``(tokens,)``"""
-    starts = [0]
-    for rows in batch_sizes[:-1]:
-        starts.append(starts[-1] + rows)
-    lengths = [sum(rows > b for rows in batch_sizes) for b in range(batch_sizes[0])]
-    index = [starts[lengths[b] - 1 - t] + b for t, rows in enumerate(batch_sizes) for b in range(rows)]
-    return torch.tensor(index)
+    starts, lengths = _layout(batch_sizes)
+    return torch.tensor([starts[lengths[b] - 1 - t] + b for t, rows in enumerate(batch_sizes) for b in range(rows)])
