@@ -8,11 +8,12 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from nmt.attention import Memory, build_attention
 from nmt.config import ModelConfig
 from nmt.lstm import lstm_cell
+from nmt.packing import Packing
 from nmt.step_linear import StepLinear
 
 
@@ -55,7 +56,7 @@ def packed(padded: Tensor, lengths: Tensor) -> PackedSequence:
     ``.data`` is ``(tokens, ...)``: time-major, and within each step the rows longest first
     (``.sorted_indices``), so step t is the first ``.batch_sizes[t]`` rows of the sorted batch.
     """
-    return pack_padded_sequence(padded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    return Packing.of(lengths, padded.size(1)).pack(padded)
 
 
 class StepWeights(NamedTuple):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ConfigError, ModelConfig
 from nmt.lstm import lstm_packed
+from nmt.packing import Packing
 
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
@@ -68,9 +68,10 @@ class Encoder(nn.Module):
         if self.reverse:
             src = reverse_padded(src, lengths)
         emb = self.dropout(self.embed(src))  # (batch, src_len, embed)
-        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packing = Packing.of(lengths, src.size(1))
+        packed = packing.pack(emb)
         out, (h, c) = self.rnn(packed) if src.is_cuda else lstm_packed(self.rnn, packed, dropout=self.training)
-        states, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        states = packing.pad(out.data)  # (batch, src_len, hidden)
         if self.reverse:
             states = reverse_padded(states, lengths)
         if self.bidirectional:

@@ -92,7 +92,7 @@ def lstm_cell(gates: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
     """h_t and c_t ``(rows, hidden)`` from ``gates`` ``(rows, 4 * hidden)`` and c_{t-1} ``(rows, hidden)``.
 
     What ``torch.lstm_cell`` computes after its two matrix products, in 6 operations forward and 8
-    backward (autograd's: 9 and 15).
+    backward (autograd's: 9 and 12).
     """
     if torch.is_grad_enabled() and (gates.requires_grad or c_prev.requires_grad):
         return _Cell.apply(gates, c_prev)
