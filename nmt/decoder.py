@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from nmt.attention import Memory, build_attention
 from nmt.config import ModelConfig
-from nmt.lstm import lstm_cell
 from nmt.packing import Packing
 from nmt.step_linear import StepLinear
+from nmt.step_lstm import StepLSTM, Steps
 
 
 class DecoderState(NamedTuple):
@@ -59,33 +58,6 @@ def packed(padded: Tensor, lengths: Tensor) -> PackedSequence:
     return Packing.of(lengths, padded.size(1)).pack(padded)
 
 
-class StepWeights(NamedTuple):
-    """The decoder LSTM's weights arranged for one step at a time with input feeding.
-
-    Step t's gates of layer l are ``inputs_l + [x_l; h_l] @ recurrent[l]ᵀ``: x_0 = h̃_{t-1} and
-    inputs_0 = W_ih's embedding columns times the embedding of y_{t-1} plus the biases, computed for
-    all steps at once; x_l = dropout(h_{l-1}) and inputs_l the biases above. One product per layer
-    and step, not ``torch.lstm_cell``'s two.
-
-    Attributes:
-        embed: layer 0's ``W_ih`` columns that read the embedding, ``(4 * hidden, embed)``.
-        bias: ``b_ih + b_hh`` of every layer, each ``(4 * hidden,)``.
-        recurrent: per layer ``[W_ih; W_hh]`` side by side (layer 0: W_ih's h̃ columns), ``(4 * hidden, 2 * hidden)``.
-    """
-
-    embed: Tensor
-    bias: list[Tensor]
-    recurrent: list[Tensor]
-
-    @classmethod
-    def of(cls, rnn: nn.LSTM) -> StepWeights:
-        embed = rnn.input_size - rnn.hidden_size
-        w_ih, w_hh, b_ih, b_hh = zip(*rnn.all_weights, strict=True)
-        recurrent = [torch.cat([w[:, embed:] if layer == 0 else w, w_hh[layer]], 1) for layer, w in enumerate(w_ih)]
-        # b_ih + b_hh layer by layer: the gradients of stacked biases would share memory, and accumulate wrongly
-        return cls(w_ih[0][:, :embed], [b + b_hh[layer] for layer, b in enumerate(b_ih)], recurrent)
-
-
 class Decoder(nn.Module):
     """h_t = LSTM(y_{t-1} [; h̃_{t-1}]), c_t = attention, h̃_t = tanh(W_c [c_t; h_t]) (eq. 5).
 
@@ -93,8 +65,9 @@ class Decoder(nn.Module):
     h̃_t = h_t, and the attention weights returned are zeros.
 
     With input feeding (§3.3) each step needs the previous h̃, so the LSTM runs one step at
-    a time; without it the LSTM runs over the whole target at once and attention for all
-    steps is one batched call. Both paths give the same numbers for the same inputs.
+    a time (:mod:`nmt.step_lstm`); without it the LSTM runs over the whole target at once and
+    attention for all steps is one batched call. Both paths give the same numbers for the same
+    inputs. Int8 search swaps the LSTM and W_c for their int8 versions (:mod:`nmt.quantize`).
     """
 
     def __init__(self, *, vocab: int, config: ModelConfig, pad_id: int) -> None:
@@ -102,7 +75,7 @@ class Decoder(nn.Module):
         self.input_feed = config.input_feed
         self.embed = nn.Embedding(vocab, config.embed, padding_idx=pad_id)
         self.dropout = nn.Dropout(config.dropout)
-        self.rnn = nn.LSTM(
+        self.rnn = StepLSTM(
             config.embed + (config.hidden if config.input_feed else 0),
             config.hidden,
             num_layers=config.layers,
@@ -135,49 +108,38 @@ class Decoder(nn.Module):
             if lengths is not None:
                 return packed(attentional, lengths).data, packed(weights, lengths).data, None
             return attentional, weights, DecoderState(h, c, attentional[:, -1], state.memory, state.step + tgt.size(1))
-        weights = StepWeights.of(self.rnn)
+        lstm = self.rnn.prepare()
         if lengths is None:
             batch, tgt_len = tgt.shape
             emb = self.dropout(self.embed(tgt.t().flatten()))  # (tgt_len * batch, embed), step by step
-            inputs = F.linear(emb, weights.embed, weights.bias[0])  # (tgt_len * batch, 4 * hidden)
-            return self._feed_steps(inputs, [batch] * tgt_len, weights, state, stack=True)
+            sizes = [batch] * tgt_len
+            return self._feed_steps(lstm.steps(emb, sizes), sizes, state, stack=True)
         tokens = packed(tgt, lengths)
-        inputs = F.linear(self.dropout(self.embed(tokens.data)), weights.embed, weights.bias[0])  # (tokens, 4 * hidden)
+        sizes = tokens.batch_sizes.tolist()
+        steps = lstm.steps(self.dropout(self.embed(tokens.data)), sizes)  # embeddings (tokens, embed)
         state = state.index_select(tokens.sorted_indices)
-        attentional, attention, _ = self._feed_steps(inputs, tokens.batch_sizes.tolist(), weights, state, stack=False)
+        attentional, attention, _ = self._feed_steps(steps, sizes, state, stack=False)
         return attentional, attention, None
 
     def _feed_steps(
-        self, inputs: Tensor, sizes: list[int], weights: StepWeights, state: DecoderState, *, stack: bool
+        self, steps: Steps, sizes: list[int], state: DecoderState, *, stack: bool
     ) -> tuple[Tensor, Tensor, DecoderState]:
         """The input-feeding loop: one LSTM step and one attention per target position.
 
         Step t runs the first ``sizes[t]`` rows of ``state`` (non-increasing: rows that have ended drop
-        out), with layer 0's input products ``inputs`` ``(sum of sizes, 4 * hidden)`` (see
-        :class:`StepWeights`), the steps' rows one after another. ``stack`` gives ``(batch, steps, ...)``
+        out) through ``steps`` (:data:`nmt.step_lstm.Steps`). ``stack`` gives ``(batch, steps, ...)``
         outputs (every step of every row); otherwise the steps' rows are concatenated, ``(sum of sizes, ...)``.
-        Every weight's gradient is one product for all steps (:class:`StepLinear`).
         """
         hidden, cell, feed, memory = list(state.hidden.unbind(0)), list(state.cell.unbind(0)), state.feed, state.memory
-        rows = sum(sizes)
-        bases = [inputs, *(bias.expand(rows, -1) for bias in weights.bias[1:])]
-        layers = [StepLinear(w, base, sizes) for w, base in zip(weights.recurrent, bases, strict=True)]
-        no_bias = feed.new_zeros(()).expand(rows, feed.size(1))
-        combine = None if self.W_c is None else StepLinear(self.W_c.weight, no_bias, sizes)
-        masks = self._dropout_masks(len(layers), sizes, feed)
+        combine = self._combine_steps(sizes, feed)
+        masks = self._dropout_masks(len(hidden), sizes, feed)
         outputs, attention = [], []
         for t, size in enumerate(sizes):
             if size < feed.size(0):
                 hidden, cell, feed = [h[:size] for h in hidden], [c[:size] for c in cell], feed[:size]
                 memory = Memory(*(m[:size] for m in memory))
             drop = None if masks is None else masks[t]  # (layers, size, hidden)
-            x = feed
-            for layer, linear in enumerate(layers):
-                if layer and drop is not None:
-                    x = x * drop[layer - 1]  # dropout between layers, as nn.LSTM's
-                gates = linear(t, torch.cat([x, hidden[layer]], 1))  # (size, 4 * hidden)
-                hidden[layer], cell[layer] = lstm_cell(gates, cell[layer])
-                x = hidden[layer]
+            x = steps(t, feed, hidden, cell, drop)  # (size, hidden); hidden, cell updated
             context, w = self.attention(x.unsqueeze(1), memory, state.step + t)  # (size, 1, hidden), (size, 1, src_len)
             if combine is not None:
                 x = torch.tanh(combine(t, torch.cat([context.squeeze(1), x], 1)))  # h̃_t = tanh(W_c [c_t; h_t])
@@ -187,6 +149,19 @@ class Decoder(nn.Module):
         new_state = DecoderState(torch.stack(hidden), torch.stack(cell), feed, memory, state.step + len(sizes))
         join = torch.stack if stack else torch.cat
         return join(outputs, dim=int(stack)), join(attention, dim=int(stack)), new_state
+
+    def _combine_steps(self, sizes: list[int], like: Tensor) -> Callable[[int, Tensor], Tensor] | None:
+        """W_c at the input-feeding loop's steps, ``combine(t, [c_t; h_t])`` (None without attention).
+
+        A float W_c is a :class:`StepLinear` (its gradient one product for all steps, as the LSTM's);
+        int8 search's (:class:`nmt.quantize.Int8Linear`, no float weight) is called as it is.
+        """
+        w_c = self.W_c
+        if w_c is None:
+            return None
+        if not isinstance(w_c, nn.Linear):
+            return lambda t, x: w_c(x)
+        return StepLinear(w_c.weight, like.new_zeros(()).expand(sum(sizes), like.size(1)), sizes)  # no bias
 
     def _dropout_masks(self, layers: int, sizes: list[int], like: Tensor) -> Sequence[Tensor] | None:
         """The input-feeding loop's dropout, drawn for all steps at once (None without dropout).

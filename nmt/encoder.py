@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from nmt.config import ConfigError, ModelConfig
-from nmt.lstm import lstm_packed
+from nmt.lstm import PackedLSTM
 from nmt.packing import Packing
 
 
@@ -31,9 +31,8 @@ class Encoder(nn.Module):
     its outputs are flipped back, so attention positions always follow the source text.
     A bidirectional encoder gives each direction ``hidden / 2`` cells and concatenates them.
 
-    On CUDA cuDNN runs each layer of ``nn.LSTM`` as one kernel; elsewhere torch runs a packed
-    sequence through autograd's LSTM cell step by step, and :func:`nmt.lstm.lstm_packed` does the
-    same with its weights in a fraction of the operations.
+    The LSTM is :class:`nmt.lstm.PackedLSTM` (``nn.LSTM``, fast on a packed sequence off CUDA); int8
+    search swaps in PyTorch's dynamic quantized LSTM (:mod:`nmt.quantize`), which takes the same call.
     """
 
     def __init__(self, *, vocab: int, config: ModelConfig, pad_id: int) -> None:
@@ -45,7 +44,7 @@ class Encoder(nn.Module):
         self.bidirectional = config.bidirectional
         self.embed = nn.Embedding(vocab, config.embed, padding_idx=pad_id)
         self.dropout = nn.Dropout(config.dropout)
-        self.rnn = nn.LSTM(
+        self.rnn = PackedLSTM(
             config.embed,
             config.hidden // directions,
             num_layers=config.layers,
@@ -70,7 +69,7 @@ class Encoder(nn.Module):
         emb = self.dropout(self.embed(src))  # (batch, src_len, embed)
         packing = Packing.of(lengths, src.size(1))
         packed = packing.pack(emb)
-        out, (h, c) = self.rnn(packed) if src.is_cuda else lstm_packed(self.rnn, packed, dropout=self.training)
+        out, (h, c) = self.rnn(packed)
         states = packing.pad(out.data)  # (batch, src_len, hidden)
         if self.reverse:
             states = reverse_padded(states, lengths)

@@ -6,8 +6,9 @@ With the gate pre-activations ``gates = [i; f; g; o]`` (``nn.LSTM``'s order, eac
 
 :func:`lstm_cell` runs one step from given pre-activations (the decoder with input feeding, whose
 next input needs this step's output). :func:`lstm_packed` runs ``nn.LSTM``'s weights over a packed
-sequence layer by layer (the encoder): a layer's input products are one matrix product for all
-steps, and its backward computes the recurrent weights' gradient of all steps in one more.
+sequence layer by layer (the encoder, through :class:`PackedLSTM`): a layer's input products are one
+matrix product for all steps, and its backward computes the recurrent weights' gradient of all steps
+in one more.
 
 The backward needs, besides the incoming gradients, only derivatives of the forward's values
 (:func:`_derivatives`); a layer computes them for all its steps at once.
@@ -188,6 +189,22 @@ def lstm_packed(rnn: nn.LSTM, packed: PackedSequence, *, dropout: bool) -> tuple
     if packed.unsorted_indices is not None:
         h, c = h.index_select(1, packed.unsorted_indices), c.index_select(1, packed.unsorted_indices)
     return PackedSequence(x, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), (h, c)
+
+
+class PackedLSTM(nn.LSTM):
+    """``nn.LSTM`` whose call on a packed sequence from zero states runs :func:`lstm_packed` off CUDA.
+
+    On CUDA cuDNN runs each layer as one kernel; elsewhere torch runs a packed sequence through
+    autograd's LSTM cell step by step, and :func:`lstm_packed` computes the same in a fraction of the
+    operations. Any other call is ``nn.LSTM``'s.
+    """
+
+    def forward(
+        self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
+        if isinstance(input, PackedSequence) and hx is None and not input.data.is_cuda:
+            return lstm_packed(self, input, dropout=self.training)
+        return super().forward(input, hx)
 
 
 def _layout(batch_sizes: list[int]) -> tuple[list[int], list[int]]:

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from nmt.lstm import lstm_cell, lstm_packed
+import nmt.lstm
+from nmt.lstm import PackedLSTM, lstm_cell, lstm_packed
 
 pytestmark = pytest.mark.usefixtures("seeded")
 DOUBLE = {"dtype": torch.float64}
@@ -93,3 +94,31 @@ def test_dropout_between_layers_only_in_training() -> None:
         dropped, _ = lstm_packed(rnn, packed, dropout=True)
     assert torch.equal(want.data, again.data)
     assert not torch.equal(want.data, dropped.data)
+
+
+def test_packed_lstm_runs_lstm_packed_on_a_packed_sequence_from_zero_states(monkeypatch) -> None:
+    """It is ``nn.LSTM`` with the same weights; only a packed call without states takes :func:`lstm_packed`."""
+    rnn = PackedLSTM(5, 4, num_layers=2, batch_first=True).double()
+    plain = nn.LSTM(5, 4, num_layers=2, batch_first=True).double()
+    plain.load_state_dict(rnn.state_dict())
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return lstm_packed(*args, **kwargs)
+
+    def flat(result) -> list[torch.Tensor]:
+        out, (h, c) = result
+        return [out.data if isinstance(out, PackedSequence) else out, h, c]
+
+    monkeypatch.setattr(nmt.lstm, "lstm_packed", counted)
+    x = torch.randn(3, 4, 5, **DOUBLE)
+    packed = pack_padded_sequence(x, torch.tensor([4, 2, 3]), batch_first=True, enforce_sorted=False)
+    states = (torch.randn(2, 3, 4, **DOUBLE), torch.randn(2, 3, 4, **DOUBLE))
+    with torch.no_grad():
+        for got, want in zip(flat(rnn(packed)), flat(plain(packed)), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        assert len(calls) == 1
+        for args in ((x,), (x, states), (packed, states)):  # nn.LSTM's own call
+            assert all(map(torch.equal, flat(rnn(*args)), flat(plain(*args))))
+    assert len(calls) == 1
