@@ -13,7 +13,7 @@ from nmt.attention import Memory, build_attention
 from nmt.config import ModelConfig
 from nmt.packing import Packing
 from nmt.step_linear import StepLinear
-from nmt.step_lstm import StepLSTM, Steps
+from nmt.step_lstm import PreparedLSTM, StepLSTM, Steps
 
 
 class DecoderState(NamedTuple):
@@ -24,6 +24,8 @@ class DecoderState(NamedTuple):
         cell: c of every layer, ``(layers, batch, hidden)``.
         feed: the attentional state h̃_{t-1}, ``(batch, hidden)`` (zeros before the first step).
         memory: the prepared source states.
+        lstm: the LSTM's weights prepared for input feeding (:meth:`nmt.step_lstm.StepLSTM.prepare`): None
+            until the first step with input feeding prepares them; the steps after it reuse them (search).
         step: the index t of the next target step (the same for every row).
     """
 
@@ -31,6 +33,7 @@ class DecoderState(NamedTuple):
     cell: Tensor
     feed: Tensor
     memory: Memory
+    lstm: PreparedLSTM | None
     step: int
 
     def index_select(self, index: Tensor, *, memory: bool = True) -> DecoderState:
@@ -45,6 +48,7 @@ class DecoderState(NamedTuple):
             self.cell.index_select(1, index),
             self.feed.index_select(0, index),
             self.memory.index_select(index) if memory else self.memory,
+            self.lstm,
             self.step,
         )
 
@@ -107,13 +111,14 @@ class Decoder(nn.Module):
             attentional = self.dropout(attentional)
             if lengths is not None:
                 return packed(attentional, lengths).data, packed(weights, lengths).data, None
-            return attentional, weights, DecoderState(h, c, attentional[:, -1], state.memory, state.step + tgt.size(1))
-        lstm = self.rnn.prepare()
+            state = DecoderState(h, c, attentional[:, -1], state.memory, state.lstm, state.step + tgt.size(1))
+            return attentional, weights, state
+        lstm = self.rnn.prepare() if state.lstm is None else state.lstm
         if lengths is None:
             batch, tgt_len = tgt.shape
             emb = self.dropout(self.embed(tgt.t().flatten()))  # (tgt_len * batch, embed), step by step
             sizes = [batch] * tgt_len
-            return self._feed_steps(lstm.steps(emb, sizes), sizes, state, stack=True)
+            return self._feed_steps(lstm.steps(emb, sizes), sizes, state._replace(lstm=lstm), stack=True)
         tokens = packed(tgt, lengths)
         sizes = tokens.batch_sizes.tolist()
         steps = lstm.steps(self.dropout(self.embed(tokens.data)), sizes)  # embeddings (tokens, embed)
@@ -146,7 +151,8 @@ class Decoder(nn.Module):
             feed = x if drop is None else x * drop[-1]  # dropout of h̃
             outputs.append(feed)
             attention.append(w.squeeze(1))
-        new_state = DecoderState(torch.stack(hidden), torch.stack(cell), feed, memory, state.step + len(sizes))
+        h, c = torch.stack(hidden), torch.stack(cell)  # (layers, rows, hidden)
+        new_state = DecoderState(h, c, feed, memory, state.lstm, state.step + len(sizes))
         join = torch.stack if stack else torch.cat
         return join(outputs, dim=int(stack)), join(attention, dim=int(stack)), new_state
 

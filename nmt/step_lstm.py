@@ -1,10 +1,11 @@
 """The decoder's LSTM run one target position at a time, as input feeding needs (§3.3).
 
-The decoder asks its LSTM for prepared weights (:meth:`StepLSTM.prepare`), asks those for one
-call's steps (:meth:`PreparedLSTM.steps`) and runs step t of every layer with
-``steps(t, x, hidden, cell, masks)``. :class:`StepLSTM` prepares float weights
-(:class:`StepWeights`); int8 search swaps in :class:`nmt.quantize.Int8LSTM`, which has the same two
-methods, so the decoder's loop never asks which it runs.
+The decoder asks its LSTM for prepared weights (:meth:`StepLSTM.prepare`; once per search, as the
+decoder state carries them from step to step), asks those for one call's steps
+(:meth:`PreparedLSTM.steps`) and runs step t of every layer with ``steps(t, x, hidden, cell, masks)``.
+:class:`StepLSTM` prepares float weights (:class:`StepWeights`); int8 search swaps in
+:class:`nmt.quantize.Int8LSTM`, which has the same two methods, so the decoder's loop never asks
+which it runs.
 """
 
 from __future__ import annotations

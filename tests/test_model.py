@@ -189,6 +189,26 @@ def test_input_feeding_dropout_draws_every_step_s_masks_at_once(make_model):
     assert decoder.eval()._dropout_masks(3, [4], torch.zeros(4, 6)) is None
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+@pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
+def test_search_prepares_the_decoder_lstm_weights_once(input_feed, beam, make_model, monkeypatch):
+    """The state carries ``[W_ih; W_hh]`` from the first step to the next, through beam reordering; teacher
+    forcing prepares them once per call, and without input feeding nothing is prepared."""
+    model = make_model(input_feed=input_feed)
+    prepare, calls = model.decoder.rnn.prepare, []
+
+    def counted():
+        calls.append(prepare())
+        return calls[-1]
+
+    monkeypatch.setattr(model.decoder.rnn, "prepare", counted)
+    src, lengths = padded([5, 3, 1])
+    decode(model, src, lengths, config=DecodeConfig(beam=beam, max_len=6, min_len_ratio=1.0))  # 5 steps at least
+    assert len(calls) == int(input_feed)
+    model(src, lengths, torch.randint(4, VOCAB, (3, 4)))
+    assert len(calls) == 2 * int(input_feed)
+
+
 @pytest.mark.parametrize("align", [*ALIGNMENTS, NO_ATTENTION])
 def test_reordering_the_state_reorders_the_next_step(align, make_model):
     model = make_model(align=align, window=2)
