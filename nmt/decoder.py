@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from nmt.attention import Memory, build_attention
 from nmt.config import ModelConfig
+from nmt.packing import Packing
+from nmt.step_linear import StepLinear
+from nmt.step_lstm import PreparedLSTM, StepLSTM, Steps
 
 
 class DecoderState(NamedTuple):
@@ -22,6 +24,8 @@ class DecoderState(NamedTuple):
         cell: c of every layer, ``(layers, batch, hidden)``.
         feed: the attentional state h̃_{t-1}, ``(batch, hidden)`` (zeros before the first step).
         memory: the prepared source states.
+        lstm: the LSTM's weights prepared for input feeding (:meth:`nmt.step_lstm.StepLSTM.prepare`): None
+            until the first step with input feeding prepares them; the steps after it reuse them (search).
         step: the index t of the next target step (the same for every row).
     """
 
@@ -29,6 +33,7 @@ class DecoderState(NamedTuple):
     cell: Tensor
     feed: Tensor
     memory: Memory
+    lstm: PreparedLSTM | None
     step: int
 
     def index_select(self, index: Tensor, *, memory: bool = True) -> DecoderState:
@@ -43,6 +48,7 @@ class DecoderState(NamedTuple):
             self.cell.index_select(1, index),
             self.feed.index_select(0, index),
             self.memory.index_select(index) if memory else self.memory,
+            self.lstm,
             self.step,
         )
 
@@ -53,31 +59,7 @@ def packed(padded: Tensor, lengths: Tensor) -> PackedSequence:
     ``.data`` is ``(tokens, ...)``: time-major, and within each step the rows longest first
     (``.sorted_indices``), so step t is the first ``.batch_sizes[t]`` rows of the sorted batch.
     """
-    return pack_padded_sequence(padded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-
-
-def lstm_step(rnn: nn.LSTM, x: Tensor, hidden: list[Tensor], cell: list[Tensor]) -> Tensor:
-    """One time step of the stacked ``rnn`` through its own weights, layer by layer.
-
-    A one-step call of ``nn.LSTM`` runs the fused oneDNN kernel, whose backward costs about ten
-    times more than these cell calls on the CPU (README.md, "Design notes"). Dropout between
-    layers matches ``nn.LSTM``'s.
-
-    Args:
-        x: the first layer's input ``(batch, input)``.
-        hidden, cell: per-layer ``(batch, hidden)`` states, replaced in place by the new ones.
-
-    Returns:
-        the top layer's output ``(batch, hidden)``.
-    """
-    if not isinstance(rnn, nn.LSTM):  # int8 search: the LSTM steps itself (nmt.quantize.Int8LSTM)
-        return rnn.step(x, hidden, cell)
-    for layer, weights in enumerate(rnn.all_weights):
-        if layer:
-            x = F.dropout(x, rnn.dropout, rnn.training)
-        hidden[layer], cell[layer] = torch.lstm_cell(x, (hidden[layer], cell[layer]), *weights)
-        x = hidden[layer]
-    return x
+    return Packing.of(lengths, padded.size(1)).pack(padded)
 
 
 class Decoder(nn.Module):
@@ -87,8 +69,9 @@ class Decoder(nn.Module):
     h̃_t = h_t, and the attention weights returned are zeros.
 
     With input feeding (§3.3) each step needs the previous h̃, so the LSTM runs one step at
-    a time; without it the LSTM runs over the whole target at once and attention for all
-    steps is one batched call. Both paths give the same numbers for the same inputs.
+    a time (:mod:`nmt.step_lstm`); without it the LSTM runs over the whole target at once and
+    attention for all steps is one batched call. Both paths give the same numbers for the same
+    inputs. Int8 search swaps the LSTM and W_c for their int8 versions (:mod:`nmt.quantize`).
     """
 
     def __init__(self, *, vocab: int, config: ModelConfig, pad_id: int) -> None:
@@ -96,7 +79,7 @@ class Decoder(nn.Module):
         self.input_feed = config.input_feed
         self.embed = nn.Embedding(vocab, config.embed, padding_idx=pad_id)
         self.dropout = nn.Dropout(config.dropout)
-        self.rnn = nn.LSTM(
+        self.rnn = StepLSTM(
             config.embed + (config.hidden if config.input_feed else 0),
             config.hidden,
             num_layers=config.layers,
@@ -125,48 +108,84 @@ class Decoder(nn.Module):
             emb = self.dropout(self.embed(tgt))  # (batch, tgt_len, embed)
             out, (h, c) = self.rnn(emb, (state.hidden, state.cell))  # out: (batch, tgt_len, hidden)
             attentional, weights = self._attend(out, state.memory, state.step)
+            attentional = self.dropout(attentional)
             if lengths is not None:
                 return packed(attentional, lengths).data, packed(weights, lengths).data, None
-            return attentional, weights, DecoderState(h, c, attentional[:, -1], state.memory, state.step + tgt.size(1))
+            state = DecoderState(h, c, attentional[:, -1], state.memory, state.lstm, state.step + tgt.size(1))
+            return attentional, weights, state
+        lstm = self.rnn.prepare() if state.lstm is None else state.lstm
         if lengths is None:
-            # unbind: one backward for all steps, not one per slice
-            return self._feed_steps(self.dropout(self.embed(tgt)).unbind(1), state, stack=True)
+            batch, tgt_len = tgt.shape
+            emb = self.dropout(self.embed(tgt.t().flatten()))  # (tgt_len * batch, embed), step by step
+            sizes = [batch] * tgt_len
+            return self._feed_steps(lstm.steps(emb, sizes), sizes, state._replace(lstm=lstm), stack=True)
         tokens = packed(tgt, lengths)
-        steps = self.dropout(self.embed(tokens.data)).split(tokens.batch_sizes.tolist())  # (rows_t, embed)
-        attentional, weights, _ = self._feed_steps(steps, state.index_select(tokens.sorted_indices), stack=False)
-        return attentional, weights, None
+        sizes = tokens.batch_sizes.tolist()
+        steps = lstm.steps(self.dropout(self.embed(tokens.data)), sizes)  # embeddings (tokens, embed)
+        state = state.index_select(tokens.sorted_indices)
+        attentional, attention, _ = self._feed_steps(steps, sizes, state, stack=False)
+        return attentional, attention, None
 
     def _feed_steps(
-        self, steps: Sequence[Tensor], state: DecoderState, *, stack: bool
+        self, steps: Steps, sizes: list[int], state: DecoderState, *, stack: bool
     ) -> tuple[Tensor, Tensor, DecoderState]:
         """The input-feeding loop: one LSTM step and one attention per target position.
 
-        Step t reads the embeddings ``steps[t]`` ``(rows_t, embed)`` and runs the first
-        ``rows_t`` rows of ``state`` (non-increasing: rows that have ended drop out). ``stack``
-        gives ``(batch, steps, ...)`` outputs (every step of every row); otherwise the steps'
-        rows are concatenated, ``(sum of rows_t, ...)``.
+        Step t runs the first ``sizes[t]`` rows of ``state`` (non-increasing: rows that have ended drop
+        out) through ``steps`` (:data:`nmt.step_lstm.Steps`). ``stack`` gives ``(batch, steps, ...)``
+        outputs (every step of every row); otherwise the steps' rows are concatenated, ``(sum of sizes, ...)``.
         """
         hidden, cell, feed, memory = list(state.hidden.unbind(0)), list(state.cell.unbind(0)), state.feed, state.memory
-        outputs, weights = [], []
-        for t, emb_t in enumerate(steps):
-            rows = emb_t.size(0)
-            if rows < feed.size(0):
-                hidden, cell, feed = [h[:rows] for h in hidden], [c[:rows] for c in cell], feed[:rows]
-                memory = Memory(*(m[:rows] for m in memory))
-            x = torch.cat([emb_t, feed], dim=-1)  # (rows, embed + hidden)
-            out = lstm_step(self.rnn, x, hidden, cell)  # (rows, hidden); hidden, cell updated
-            attentional, w = self._attend(out.unsqueeze(1), memory, state.step + t)
-            feed = attentional.squeeze(1)
+        combine = self._combine_steps(sizes, feed)
+        masks = self._dropout_masks(len(hidden), sizes, feed)
+        outputs, attention = [], []
+        for t, size in enumerate(sizes):
+            if size < feed.size(0):
+                hidden, cell, feed = [h[:size] for h in hidden], [c[:size] for c in cell], feed[:size]
+                memory = Memory(*(m[:size] for m in memory))
+            drop = None if masks is None else masks[t]  # (layers, size, hidden)
+            x = steps(t, feed, hidden, cell, drop)  # (size, hidden); hidden, cell updated
+            context, w = self.attention(x.unsqueeze(1), memory, state.step + t)  # (size, 1, hidden), (size, 1, src_len)
+            if combine is not None:
+                x = torch.tanh(combine(t, torch.cat([context.squeeze(1), x], 1)))  # h̃_t = tanh(W_c [c_t; h_t])
+            feed = x if drop is None else x * drop[-1]  # dropout of h̃
             outputs.append(feed)
-            weights.append(w.squeeze(1))
-        new_state = DecoderState(torch.stack(hidden), torch.stack(cell), feed, memory, state.step + len(steps))
+            attention.append(w.squeeze(1))
+        h, c = torch.stack(hidden), torch.stack(cell)  # (layers, rows, hidden)
+        new_state = DecoderState(h, c, feed, memory, state.lstm, state.step + len(sizes))
         join = torch.stack if stack else torch.cat
-        return join(outputs, dim=int(stack)), join(weights, dim=int(stack)), new_state
+        return join(outputs, dim=int(stack)), join(attention, dim=int(stack)), new_state
+
+    def _combine_steps(self, sizes: list[int], like: Tensor) -> Callable[[int, Tensor], Tensor] | None:
+        """W_c at the input-feeding loop's steps, ``combine(t, [c_t; h_t])`` (None without attention).
+
+        A float W_c is a :class:`StepLinear` (its gradient one product for all steps, as the LSTM's);
+        int8 search's (:class:`nmt.quantize.Int8Linear`, no float weight) is called as it is.
+        """
+        w_c = self.W_c
+        if w_c is None:
+            return None
+        if not isinstance(w_c, nn.Linear):
+            return lambda t, x: w_c(x)
+        return StepLinear(w_c.weight, like.new_zeros(()).expand(sum(sizes), like.size(1)), sizes)  # no bias
+
+    def _dropout_masks(self, layers: int, sizes: list[int], like: Tensor) -> Sequence[Tensor] | None:
+        """The input-feeding loop's dropout, drawn for all steps at once (None without dropout).
+
+        Step t's masks are ``(layers, sizes[t], hidden)`` keep-masks scaled by 1 / (1 - p), so ``x * mask``
+        is ``F.dropout(x, p)``: ``layers - 1`` between the LSTM layers, the last for h̃ (both rates are
+        ``model.dropout``).
+        """
+        p = self.dropout.p
+        if not self.training or p == 0:
+            return None
+        masks = like.new_empty(layers, sum(sizes), like.size(-1)).bernoulli_(1 - p).div_(1 - p)
+        return masks.split(sizes, 1)
 
     def _attend(self, out: Tensor, memory: Memory, first_step: int) -> tuple[Tensor, Tensor]:
-        """h̃ = dropout(tanh(W_c [c_t; h_t])), or dropout(h_t) without attention, for ``out``
-        ``(batch, steps, hidden)``."""
+        """h̃ = tanh(W_c [c_t; h_t]), or h_t without attention, for ``out`` ``(batch, steps, hidden)``
+        (before dropout)."""
         context, weights = self.attention(out, memory, first_step)
         if self.W_c is not None:
             out = torch.tanh(self.W_c(torch.cat([context, out], dim=-1)))  # (batch, steps, hidden)
-        return self.dropout(out), weights
+        return out, weights

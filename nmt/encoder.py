@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ConfigError, ModelConfig
+from nmt.lstm import PackedLSTM
+from nmt.packing import Packing
 
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
@@ -29,6 +30,9 @@ class Encoder(nn.Module):
     With ``reverse_source`` the LSTM reads each sentence backwards (Sutskever et al. 2014);
     its outputs are flipped back, so attention positions always follow the source text.
     A bidirectional encoder gives each direction ``hidden / 2`` cells and concatenates them.
+
+    The LSTM is :class:`nmt.lstm.PackedLSTM` (``nn.LSTM``, fast on a packed sequence off CUDA); int8
+    search swaps in PyTorch's dynamic quantized LSTM (:mod:`nmt.quantize`), which takes the same call.
     """
 
     def __init__(self, *, vocab: int, config: ModelConfig, pad_id: int) -> None:
@@ -40,7 +44,7 @@ class Encoder(nn.Module):
         self.bidirectional = config.bidirectional
         self.embed = nn.Embedding(vocab, config.embed, padding_idx=pad_id)
         self.dropout = nn.Dropout(config.dropout)
-        self.rnn = nn.LSTM(
+        self.rnn = PackedLSTM(
             config.embed,
             config.hidden // directions,
             num_layers=config.layers,
@@ -63,9 +67,10 @@ class Encoder(nn.Module):
         if self.reverse:
             src = reverse_padded(src, lengths)
         emb = self.dropout(self.embed(src))  # (batch, src_len, embed)
-        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packing = Packing.of(lengths, src.size(1))
+        packed = packing.pack(emb)
         out, (h, c) = self.rnn(packed)
-        states, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        states = packing.pad(out.data)  # (batch, src_len, hidden)
         if self.reverse:
             states = reverse_padded(states, lengths)
         if self.bidirectional:

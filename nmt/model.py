@@ -52,7 +52,7 @@ class Seq2Seq(nn.Module):
         states, (h, c) = self.encoder(src, src_lengths)
         memory = self.decoder.attention.prepare(states, src_lengths)
         feed = states.new_zeros(src.size(0), self.config.hidden)
-        return DecoderState(h, c, feed, memory, 0)
+        return DecoderState(h, c, feed, memory, None, 0)
 
     def forward(
         self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_lengths: Tensor | None = None

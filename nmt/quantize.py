@@ -5,9 +5,10 @@ int8 ones:
 
 - the output layer W_s, the decoder's W_c and the attention projections (general's and location's
   W_a, local-p's W_p) become :class:`Int8Linear`;
-- the encoder LSTM becomes PyTorch's dynamic quantized LSTM (packed sequences, both directions);
+- the encoder LSTM becomes PyTorch's dynamic quantized LSTM (packed sequences, both directions), which
+  the encoder calls as it calls :class:`nmt.lstm.PackedLSTM`;
 - the decoder LSTM becomes :class:`Int8LSTM`, which steps every layer through PyTorch's quantized
-  LSTM cell, as input feeding needs.
+  LSTM cell, as input feeding needs, behind the interface of :class:`nmt.step_lstm.StepLSTM`.
 
 Weights are quantized per output channel (one symmetric scale per row: PyTorch's
 ``per_channel_dynamic_qconfig``); each call quantizes its input to uint8 over the input's own range
@@ -34,6 +35,7 @@ from torch.ao.quantization import per_channel_dynamic_qconfig
 
 from nmt.attention import ConcatScorer
 from nmt.model import Seq2Seq
+from nmt.step_lstm import Steps
 
 _DEPRECATED = r"(torch\.ao\.quantization is deprecated|torch\.quantize_per_tensor, torch\.quantize_per_channel)"
 
@@ -100,9 +102,9 @@ class Int8Linear(nn.Module):
 class Int8LSTM(nn.Module):
     """A unidirectional stacked ``nn.LSTM`` with int8 gate weights, run one step of every layer at a time.
 
-    :meth:`step` is what the decoder's input-feeding loop calls (:func:`nmt.decoder.lstm_step`);
-    :meth:`forward` runs a ``(batch, steps, input)`` sequence through it step by step, like the
-    batch-first ``nn.LSTM`` it replaces (the decoder without input feeding). Search only: no dropout.
+    It takes the decoder's calls of the :class:`nmt.step_lstm.StepLSTM` it replaces: :meth:`prepare`
+    and :meth:`steps` for the input-feeding loop, and :meth:`forward` over a ``(batch, steps, input)``
+    sequence (the decoder without input feeding), step by step. Search only: no dropout.
     """
 
     def __init__(self, rnn: nn.LSTM) -> None:
@@ -117,7 +119,7 @@ class Int8LSTM(nn.Module):
             self.layers.append((packed_ih, packed_hh, b_ih, b_hh))
 
     def step(self, x: Tensor, hidden: list[Tensor], cell: list[Tensor]) -> Tensor:
-        """One time step of every layer; the contract of :func:`nmt.decoder.lstm_step`.
+        """One time step of every layer, each through PyTorch's quantized LSTM cell.
 
         Args:
             x: the first layer's input ``(batch, input)``.
@@ -132,6 +134,19 @@ class Int8LSTM(nn.Module):
             )
             x = hidden[layer]
         return x
+
+    def prepare(self) -> Int8LSTM:
+        """The weights prepared for input-feeding steps (:class:`nmt.step_lstm.PreparedLSTM`): packed at load."""
+        return self
+
+    def steps(self, emb: Tensor, sizes: list[int]) -> Steps:
+        """:meth:`nmt.step_lstm.PreparedLSTM.steps`: step t's first layer reads ``[emb_t; h̃_{t-1}]``."""
+        embs = emb.split(sizes)  # step t's (rows_t, embed)
+
+        def step(t: int, x: Tensor, hidden: list[Tensor], cell: list[Tensor], masks: Tensor | None) -> Tensor:
+            return self.step(torch.cat([embs[t], x], 1), hidden, cell)  # masks: None (no dropout in search)
+
+        return step
 
     def forward(self, inputs: Tensor, hx: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """``inputs`` ``(batch, steps, input)`` and ``(h, c)`` ``(layers, batch, hidden)`` ->
@@ -174,7 +189,12 @@ def _projections(model: Seq2Seq) -> list[tuple[nn.Module, str, nn.Linear]]:
 
 
 def _dynamic_lstm(rnn: nn.LSTM) -> DynamicLSTM:
-    """PyTorch's dynamic quantized LSTM of ``rnn``, its weights int8 per output channel."""
-    rnn.qconfig = per_channel_dynamic_qconfig  # what from_float reads the weight observer from
+    """PyTorch's dynamic quantized LSTM of ``rnn`` (a subclass such as :class:`nmt.lstm.PackedLSTM` too), its
+    weights int8 per output channel."""
+    plain = nn.LSTM(  # from_float takes nn.LSTM itself alone
+        rnn.input_size, rnn.hidden_size, rnn.num_layers, bidirectional=rnn.bidirectional, batch_first=rnn.batch_first
+    )
+    plain.load_state_dict(rnn.state_dict())
+    plain.qconfig = per_channel_dynamic_qconfig  # what from_float reads the weight observer from
     with _deprecations_ignored():
-        return DynamicLSTM.from_float(rnn)
+        return DynamicLSTM.from_float(plain)

@@ -179,6 +179,36 @@ def test_decoder_follows_the_equations(input_feed, make_model):
     torch.testing.assert_close(got, torch.cat(logits, dim=1), rtol=1e-12, atol=1e-12)
 
 
+def test_input_feeding_dropout_draws_every_step_s_masks_at_once(make_model):
+    """``x * mask`` is ``F.dropout(x, p)``: masks of 0 and 1 / (1 - p), one per layer boundary and one for h̃."""
+    decoder = make_model(dropout=0.5, layers=3).decoder.train()
+    masks = decoder._dropout_masks(3, [4, 2, 1], torch.zeros(4, 6, dtype=torch.float64))
+    assert [m.shape for m in masks] == [(3, 4, 6), (3, 2, 6), (3, 1, 6)]
+    values = torch.cat([m.flatten() for m in masks])
+    assert set(values.tolist()) == {0.0, 2.0}
+    assert decoder.eval()._dropout_masks(3, [4], torch.zeros(4, 6)) is None
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+@pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
+def test_search_prepares_the_decoder_lstm_weights_once(input_feed, beam, make_model, monkeypatch):
+    """The state carries ``[W_ih; W_hh]`` from the first step to the next, through beam reordering; teacher
+    forcing prepares them once per call, and without input feeding nothing is prepared."""
+    model = make_model(input_feed=input_feed)
+    prepare, calls = model.decoder.rnn.prepare, []
+
+    def counted():
+        calls.append(prepare())
+        return calls[-1]
+
+    monkeypatch.setattr(model.decoder.rnn, "prepare", counted)
+    src, lengths = padded([5, 3, 1])
+    decode(model, src, lengths, config=DecodeConfig(beam=beam, max_len=6, min_len_ratio=1.0))  # 5 steps at least
+    assert len(calls) == int(input_feed)
+    model(src, lengths, torch.randint(4, VOCAB, (3, 4)))
+    assert len(calls) == 2 * int(input_feed)
+
+
 @pytest.mark.parametrize("align", [*ALIGNMENTS, NO_ATTENTION])
 def test_reordering_the_state_reorders_the_next_step(align, make_model):
     model = make_model(align=align, window=2)

@@ -78,6 +78,25 @@ def test_the_weight_matrices_become_int8_per_channel(make_model, fields) -> None
 
 
 @pytest.mark.parametrize("fields", CONFIGS.values(), ids=CONFIGS.keys())
+def test_search_runs_both_lstms_through_the_quantized_kernels(make_model, fields, monkeypatch) -> None:
+    """The encoder calls the dynamic quantized LSTM once per batch; every decoder step runs
+    :meth:`Int8LSTM.step` (input feeding: prepared once, then stepped; without it, a sequence of one)."""
+    model = quantized_copy(float_model(make_model, **fields))
+    calls = {"encoder": 0, "decoder": 0}
+    for name, cls, method in (("encoder", type(model.encoder.rnn), "forward"), ("decoder", Int8LSTM, "step")):
+        original = getattr(cls, method)
+
+        def counted(self, *args, name=name, original=original):
+            calls[name] += 1
+            return original(self, *args)
+
+        monkeypatch.setattr(cls, method, counted)
+    src, lengths = torch.randint(4, 11, (3, 5)), torch.tensor([5, 4, 2])
+    decode(model, src, lengths, config=DecodeConfig(beam=2, max_len=4, min_len_ratio=1.0, precision=INT8))
+    assert calls == {"encoder": 1, "decoder": 5}  # max_len 4 tokens and EOS
+
+
+@pytest.mark.parametrize("fields", CONFIGS.values(), ids=CONFIGS.keys())
 def test_peaked_random_models_search_as_in_fp32(make_model, fields) -> None:
     """Output weights scaled up give wide margins between the best tokens, which int8's error (about 1%
     of a product) does not cross: every sentence's best hypothesis is the fp32 one."""
