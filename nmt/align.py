@@ -6,9 +6,22 @@ A *link* ``(i, j)`` joins source word ``i`` and target word ``j`` (0-based white
 Pharaoh files hold one sentence pair per line, links separated by spaces: ``i-j`` is a
 sure link, ``i?j`` (or ``ipj``) a possible one.
 
-The model attends over subword *pieces* plus EOS. To compare with word-level gold
-alignments the piece attention is merged into words, after dropping the EOS row and
-column (EOS is no word):
+The model attends over subword *pieces* plus EOS. Forced decoding gives one attention row
+per decoding step: step ``t`` reads target piece ``t - 1`` (BOS at step 0) and predicts
+piece ``t`` (EOS at the last step). Which step's row stands for target piece ``i`` is the
+*attention step* (``ATTENTION_STEPS``):
+
+- ``predicting`` (default): step ``i``, the step that predicts the piece (Luong et al.
+  2015, §5.4); the EOS-predicting row is left over;
+- ``input``: step ``i + 1``, the step that reads the piece as its input, Shift-Att of
+  Chen et al. (2020, "Accurate Word Alignment Induction from Neural Machine
+  Translation", EMNLP). The last piece takes the EOS-predicting row and the
+  BOS-reading row is left over. Some trained models attend at step ``t`` to the source of
+  the piece they have just read rather than of the one they predict; their alignments
+  come from these rows.
+
+To compare with word-level gold alignments the chosen rows are merged into words, after
+dropping the EOS column (EOS is no word):
 
 - a source word's weight is the **sum** over its pieces: the attention mass that lands
   anywhere on the word;
@@ -169,6 +182,23 @@ def _mean_of_pieces(pieces: Tensor) -> Tensor:
 TARGET_MERGES: dict[str, Callable[[Tensor], Tensor]] = {"first": _first_piece, "mean": _mean_of_pieces}
 """How a target word's attention row comes from its pieces' rows (see the module docstring)."""
 
+ATTENTION_STEPS: dict[str, int] = {"predicting": 0, "input": 1}
+"""Target piece ``i`` takes the attention row of forced-decoding step ``i + ATTENTION_STEPS[name]``:
+the step that predicts it, or the step that reads it (Shift-Att, Chen et al. 2020; see the module docstring)."""
+
+
+def piece_rows(weights: Tensor, *, attention_step: str = "predicting") -> Tensor:
+    """The attention row of every target piece, as ``attention_step`` (a name in :data:`ATTENTION_STEPS`) picks it.
+
+    Args:
+        weights: ``(tgt_pieces + 1, src_cols)``, one row per forced-decoding step, EOS step included.
+
+    Returns:
+        ``(tgt_pieces, src_cols)``: row ``i`` is step ``i``'s (predicting) or step ``i + 1``'s (input).
+    """
+    offset = choose(ATTENTION_STEPS, attention_step, "attention step")
+    return weights[offset : offset + weights.size(0) - 1]  # one of the steps is left over
+
 
 def merge_pieces(
     weights: Tensor, src_words: Sequence[int], tgt_words: Sequence[int], *, target: str = "first"
@@ -190,14 +220,25 @@ def _one_hot(ids: Sequence[int], dtype: torch.dtype) -> Tensor:
     return out
 
 
-def word_attention(sentence: SentenceAttention, *, target: str = "first") -> Tensor:
-    """The sentence's word attention ``(tgt_words, src_words)``, EOS row and column dropped."""
-    return merge_pieces(sentence.weights[:-1, :-1], sentence.src_words, sentence.tgt_words, target=target)
+def word_attention(sentence: SentenceAttention, *, target: str = "first", attention_step: str = "predicting") -> Tensor:
+    """The sentence's word attention ``(tgt_words, src_words)``, EOS column dropped.
+
+    Args:
+        sentence: its piece attention.
+        target: how a target word's row comes from its pieces' rows (:data:`TARGET_MERGES`).
+        attention_step: which decoding step's row a target piece takes (:data:`ATTENTION_STEPS`):
+            ``predicting`` (the EOS step's row is dropped) or ``input``, Shift-Att (Chen et al.
+            2020; the BOS-reading step's row is dropped).
+    """
+    rows = piece_rows(sentence.weights, attention_step=attention_step)[:, :-1]  # (tgt_pieces, src_pieces)
+    return merge_pieces(rows, sentence.src_words, sentence.tgt_words, target=target)
 
 
-def sentence_links(sentence: SentenceAttention, *, target: str = "first") -> set[Link]:
-    """The hard word alignment of one sentence pair (see :func:`hard_links`)."""
-    return hard_links(word_attention(sentence, target=target))
+def sentence_links(
+    sentence: SentenceAttention, *, target: str = "first", attention_step: str = "predicting"
+) -> set[Link]:
+    """The hard word alignment of one sentence pair (see :func:`word_attention` and :func:`hard_links`)."""
+    return hard_links(word_attention(sentence, target=target, attention_step=attention_step))
 
 
 def hard_links(word_weights: Tensor) -> set[Link]:
@@ -308,7 +349,9 @@ def translated_attention(
     The sources are translated as :func:`nmt.translate.search_lines` translates them (a blank
     line gets an empty translation, a source longer than the model reads is cut), then
     ``batch_size`` pairs at a time are force-decoded: those weights equal the search's own step
-    by step and add the EOS step.
+    by step and add the EOS step, so both attention steps (:data:`ATTENTION_STEPS`) apply: the
+    last piece's ``input`` row is that EOS step's, even where the search stopped at its length
+    limit without predicting EOS.
     """
     device = next(model.parameters()).device
     translator = Translator(model, src_tokenizer, tgt_tokenizer, config, {}, device)

@@ -9,21 +9,38 @@ import html
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from nmt.align import SentenceAttention, format_links, labelled_attention, sentence_links
+from nmt.align import ATTENTION_STEPS, SentenceAttention, format_links, labelled_attention, sentence_links
+from nmt.config import choose
 from nmt.data import Example
 from nmt.errors import NMTError
 from nmt.model import Seq2Seq
 from nmt.tokenizer import Tokenizer
 
+BOS_LABEL = "<s>"
 EOS_LABEL = "</s>"
 FORMATS = ("png", "svg")
 
 
-def plot_heatmap(sentence: SentenceAttention, path: str | Path, *, title: str | None = None) -> None:
-    """Draw the piece attention: source pieces across (columns), target pieces down (rows).
+def row_labels(sentence: SentenceAttention, *, attention_step: str = "predicting") -> list[str]:
+    """The label of each decoding step's row: the target piece whose row it is under ``attention_step``.
 
-    The figure grows with the sentence lengths so every label keeps its size; source
-    labels are rotated. The format follows the file suffix (png or svg).
+    ``predicting`` labels a step with the piece it predicts (EOS last), ``input`` with the piece
+    it reads (BOS first; Shift-Att, see :mod:`nmt.align`). The one special label marks the row
+    no piece takes.
+    """
+    if choose(ATTENTION_STEPS, attention_step, "attention step"):
+        return [BOS_LABEL, *sentence.tgt_pieces]
+    return [*sentence.tgt_pieces, EOS_LABEL]
+
+
+def plot_heatmap(
+    sentence: SentenceAttention, path: str | Path, *, title: str | None = None, attention_step: str = "predicting"
+) -> None:
+    """Draw the piece attention: source pieces across (columns), decoding steps down (rows).
+
+    Each row is labelled with the target piece that takes it under ``attention_step``
+    (:func:`row_labels`). The figure grows with the sentence lengths so every label keeps
+    its size; source labels are rotated. The format follows the file suffix (png or svg).
     """
     from matplotlib.figure import Figure  # slow to import: only where a figure is drawn
 
@@ -33,11 +50,11 @@ def plot_heatmap(sentence: SentenceAttention, path: str | Path, *, title: str | 
     ax = fig.add_subplot()
     image = ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="equal", interpolation="nearest")
     ax.set_xticks(range(cols), [*sentence.src_pieces, EOS_LABEL][:cols], rotation=90, fontsize=8)
-    ax.set_yticks(range(rows), [*sentence.tgt_pieces, EOS_LABEL][:rows], fontsize=8)
+    ax.set_yticks(range(rows), row_labels(sentence, attention_step=attention_step)[:rows], fontsize=8)
     ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
     ax.xaxis.set_label_position("top")
     ax.set_xlabel("source")
-    ax.set_ylabel("target")
+    ax.set_ylabel(f"target ({attention_step} step)")
     if title:
         ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, shrink=min(1.0, 4.0 / max(rows, 1) + 0.5), label="attention weight")
@@ -45,11 +62,17 @@ def plot_heatmap(sentence: SentenceAttention, path: str | Path, *, title: str | 
 
 
 def write_heatmaps(
-    out_dir: str | Path, sentences: Iterable[SentenceAttention], *, fmt: str = "png", target: str = "first"
+    out_dir: str | Path,
+    sentences: Iterable[SentenceAttention],
+    *,
+    fmt: str = "png",
+    target: str = "first",
+    attention_step: str = "predicting",
 ) -> Path:
     """One heatmap per sentence pair (``00001.png``, ...) and an ``index.html`` showing them all.
 
-    The index also lists each pair's hard alignment (target pieces merged by ``target``).
+    The index also lists each pair's hard alignment (target pieces merged by ``target``, their
+    rows picked by ``attention_step``, see :func:`nmt.align.word_attention`).
 
     Returns:
         the path of ``index.html``.
@@ -61,8 +84,8 @@ def write_heatmaps(
     sections = []
     for number, sentence in enumerate(sentences, start=1):
         name = f"{number:05d}.{fmt}"
-        plot_heatmap(sentence, out / name, title=f"sentence {number}")
-        links = format_links(sentence_links(sentence, target=target))
+        plot_heatmap(sentence, out / name, title=f"sentence {number}", attention_step=attention_step)
+        links = format_links(sentence_links(sentence, target=target, attention_step=attention_step))
         sections.append(
             f'<section id="s{number}"><h2>sentence {number}</h2>\n'
             f"<p>source: {html.escape(sentence.src_text)}</p>\n"
@@ -74,7 +97,9 @@ def write_heatmaps(
     index.write_text(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Attention heatmaps</title>\n'
         "<style>img { max-width: 100%; } section { margin-bottom: 2em; }</style></head>\n"
-        f"<body><h1>Attention heatmaps ({len(sections)} sentence pairs)</h1>\n{''.join(sections)}</body></html>\n",
+        f"<body><h1>Attention heatmaps ({len(sections)} sentence pairs)</h1>\n"
+        f"<p>each target piece takes the row of its <code>{html.escape(attention_step)}</code> step</p>\n"
+        f"{''.join(sections)}</body></html>\n",
         encoding="utf-8",
     )
     return index

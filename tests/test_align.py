@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nmt.align import (
+    ATTENTION_STEPS,
     GoldAlignment,
     SentenceAttention,
     alignment_scores,
@@ -19,6 +20,7 @@ from nmt.align import (
     hard_links,
     merge_pieces,
     parse_links,
+    piece_rows,
     read_alignments,
     sentence_links,
     translated_attention,
@@ -30,7 +32,7 @@ from nmt.cli import align as align_cli
 from nmt.config import AttentionConfig, Config, DataConfig, DecodeConfig, ModelConfig, to_dict
 from nmt.data import Example
 from nmt.errors import NMTError
-from nmt.heatmaps import plot_heatmap, write_heatmaps, write_validation_heatmaps
+from nmt.heatmaps import plot_heatmap, row_labels, write_heatmaps, write_validation_heatmaps
 from nmt.model import Seq2Seq
 from nmt.search import decode
 from nmt.tokenizer import EOS_ID, SPECIALS, SentencePieceTokenizer, WordTokenizer, word_ids
@@ -212,6 +214,73 @@ def test_hard_links_ties_and_empty_source():
     assert hard_links(torch.zeros(0, 3)) == set()
 
 
+# --- attention step: the row that predicts a piece, or the row that reads it (Shift-Att) -----
+
+
+def one_piece_words(weights: torch.Tensor) -> SentenceAttention:
+    """A sentence whose every word is one piece, with ``weights`` ``(tgt + 1, src + 1)``."""
+    src = [f"▁s{k}" for k in range(weights.size(1) - 1)]
+    tgt = [f"▁t{k}" for k in range(weights.size(0) - 1)]
+    return SentenceAttention(" ".join(src), " ".join(tgt), src, tgt, word_ids(src), word_ids(tgt), weights)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_attention_steps_link_by_their_definition(seed):
+    # Target word i (one piece) links to the source word of highest weight in the row of
+    # step i (predicting) or of step i + 1, the step whose decoder input it is (input);
+    # the EOS column never wins a link. Written straight from the definitions, no library help.
+    weights = torch.rand(6, 5, generator=torch.Generator().manual_seed(seed))
+    sentence = one_piece_words(weights)
+    n_src = weights.size(1) - 1
+
+    def links(step_of: int) -> set:
+        return {(max(range(n_src), key=lambda i: weights[j + step_of, i].item()), j) for j in range(5)}
+
+    assert sentence_links(sentence) == sentence_links(sentence, attention_step="predicting") == links(0)
+    assert sentence_links(sentence, attention_step="input") == links(1)
+
+
+def test_input_step_undoes_attention_on_the_word_just_read():
+    # The measured failure in miniature: at step t the model attends to the source of the
+    # target word it has just read (t - 1), and at step 0 (reading BOS) to the source EOS.
+    # Gold links word k to word k. Predicting: 0-0 (an all-zero row ties to 0), 0-1, 1-2, 2-3,
+    # AER 1 - (1 + 1) / (4 + 4) = 0.75. Input: the diagonal, AER 0.
+    weights = torch.zeros(5, 5)
+    weights[0, 4] = 1.0
+    weights[1:, :4] = torch.eye(4)
+    sentence = one_piece_words(weights)
+    ref = gold({(k, k) for k in range(4)})
+    predicting, shifted = sentence_links(sentence), sentence_links(sentence, attention_step="input")
+    assert predicting == {(0, 0), (0, 1), (1, 2), (2, 3)}
+    assert shifted == ref.sure
+    assert alignment_scores([predicting], [ref]).aer == pytest.approx(0.75)
+    assert alignment_scores([shifted], [ref]).aer == 0.0
+
+
+def test_input_step_with_pieces_takes_the_eos_row_for_the_last_piece():
+    # Shifted rows of the hand-made sentence: ▁the takes step 1's, ▁little step 2's, ▁hou step
+    # 3's, se the EOS step's (0.1, 0, 0 | 0.9).
+    # the:    Das 0.1, Häuschen 0.3 + 0.5 = 0.8
+    # little: Das 0.1, Häuschen 0.5 + 0.3 = 0.8
+    # house:  first piece ▁hou: Das 0.8, Häuschen 0.0; mean of ▁hou and se: (0.45, 0.0)
+    sentence = hand_made_sentence()
+    first = torch.tensor([[0.1, 0.8], [0.1, 0.8], [0.8, 0.0]])
+    torch.testing.assert_close(word_attention(sentence, attention_step="input"), first)
+    mean = torch.tensor([[0.1, 0.8], [0.1, 0.8], [0.45, 0.0]])
+    torch.testing.assert_close(word_attention(sentence, target="mean", attention_step="input"), mean)
+    assert sentence_links(sentence, attention_step="input") == {(1, 0), (1, 1), (0, 2)}
+
+
+def test_piece_rows_shapes_and_unknown_step():
+    weights = torch.arange(12.0).view(4, 3)  # 3 target pieces + the EOS step
+    torch.testing.assert_close(piece_rows(weights), weights[:3])
+    torch.testing.assert_close(piece_rows(weights, attention_step="input"), weights[1:])
+    for step in ATTENTION_STEPS:
+        assert piece_rows(torch.ones(1, 3), attention_step=step).shape == (0, 3)  # empty target: the EOS step only
+    with pytest.raises(NMTError, match="attention step: unknown value 'output'; choose one of predicting, input"):
+        word_attention(hand_made_sentence(), attention_step="output")
+
+
 # --- forced decoding -------------------------------------------------------------------------
 
 
@@ -275,6 +344,10 @@ def test_translated_attention_is_the_search_attention_plus_eos(words, align):
         assert sentence.src_pieces == text.split() and sentence.src_words == list(range(len(ids)))
         torch.testing.assert_close(sentence.weights[:-1], best.attention.float())
         assert sentence.weights.shape == (len(best.tokens) + 1, len(ids) + 1)
+        # the input step's rows are the search's own, shifted, and the last is the added EOS step's
+        shifted = piece_rows(sentence.weights, attention_step="input")
+        torch.testing.assert_close(shifted[:-1], best.attention[1:].float())
+        torch.testing.assert_close(shifted[-1:], sentence.weights[-1:])
 
 
 def test_forced_attention_labels_pieces_and_words(words):
@@ -291,6 +364,8 @@ def test_empty_sentences_have_no_words_and_no_links(words):
     assert empty_src.weights.shape == (2, 1) and word_attention(empty_src).shape == (1, 0)
     assert empty_ref.weights.shape == (1, 3) and word_attention(empty_ref).shape == (0, 2)
     assert hard_links(word_attention(empty_src)) == hard_links(word_attention(empty_ref)) == set()
+    assert word_attention(empty_src, attention_step="input").shape == (1, 0)
+    assert word_attention(empty_ref, attention_step="input").shape == (0, 2)
 
 
 def test_sentencepiece_words_follow_the_marker(tmp_path):
@@ -340,6 +415,15 @@ def test_write_heatmaps_svg_and_escaped_index(tmp_path):
         write_heatmaps(tmp_path / "out", [sentence], fmt="jpg")
 
 
+def test_heatmap_rows_are_labelled_with_the_piece_that_takes_them(tmp_path):
+    sentence = hand_made_sentence()
+    assert row_labels(sentence) == ["▁the", "▁little", "▁hou", "se", "</s>"]
+    assert row_labels(sentence, attention_step="input") == ["<s>", "▁the", "▁little", "▁hou", "se"]
+    index = write_heatmaps(tmp_path / "out", [sentence], fmt="svg", attention_step="input")
+    page = index.read_text(encoding="utf-8")
+    assert "<code>input</code> step" in page and "<code>0-2 1-0 1-1</code>" in page
+
+
 def test_validation_heatmaps_from_ids_keep_the_training_mode(words, tmp_path):
     torch.manual_seed(0)
     model = tiny_model(dropout=0.3).train()
@@ -379,10 +463,18 @@ def align(corpus, out, *extra: str) -> list[str]:
     return ["--checkpoint", corpus["ckpt"], "--src", corpus["src"], "--out", str(out), "--quiet", *extra]
 
 
-@pytest.mark.parametrize("target", ["first", "mean"])
-def test_cli_force_decodes_writes_heatmaps_alignments_and_scores(corpus, tmp_path, capsys, target):
+@pytest.mark.parametrize(
+    ("options", "target", "step"),
+    [
+        ([], "first", "predicting"),
+        (["--target-merge", "mean"], "mean", "predicting"),
+        (["--attention-step", "input"], "first", "input"),
+        (["--target-merge", "mean", "--attention-step", "input"], "mean", "input"),
+    ],
+)
+def test_cli_force_decodes_writes_heatmaps_alignments_and_scores(corpus, tmp_path, capsys, options, target, step):
     out = tmp_path / "out"
-    extra = ["--tgt", corpus["tgt"], "--gold", corpus["gold"], "--limit", "2", "--target-merge", target]
+    extra = ["--tgt", corpus["tgt"], "--gold", corpus["gold"], "--limit", "2", *options]
     assert align_cli.main(align(corpus, out, *extra)) == 0
     stdout = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [
@@ -395,11 +487,14 @@ def test_cli_force_decodes_writes_heatmaps_alignments_and_scores(corpus, tmp_pat
     # the hard links are those of the library on the checkpoint's model
     loaded = load_model(corpus["ckpt"])
     sentences = forced_attention(loaded.model, loaded.src_tokenizer, loaded.tgt_tokenizer, SOURCES[:2], REFERENCES[:2])
-    predicted = [sentence_links(s, target=target) for s in sentences]
+    predicted = [sentence_links(s, target=target, attention_step=step) for s in sentences]
     assert [g.sure for g in read_alignments(out / "alignments.txt")] == predicted
-    # stdout is one JSON line, the same as scores.json, scoring the first two gold lines
+    other = "input" if step == "predicting" else "predicting"
+    assert predicted != [sentence_links(s, target=target, attention_step=other) for s in sentences]  # a telling case
+    # stdout is one JSON line, the same as scores.json, scoring the first two gold lines with the rows it names
     (line,) = stdout.splitlines()
-    assert json.loads(line) == alignment_scores(predicted, read_alignments(corpus["gold"])[:2])._asdict()
+    scores = alignment_scores(predicted, read_alignments(corpus["gold"])[:2])._asdict()
+    assert json.loads(line) == {**scores, "attention_step": step}
     assert (out / "scores.json").read_text(encoding="utf-8") == line + "\n"
     assert json.loads(line)["sentences"] == 2 and json.loads(line)["sure"] == 8
 
@@ -411,12 +506,17 @@ def test_cli_draws_only_the_first_heatmaps_but_aligns_every_pair(corpus, tmp_pat
     assert len((out / "alignments.txt").read_text(encoding="utf-8").split("\n")) == len(SOURCES) + 1
 
 
-def test_cli_without_references_aligns_the_translations(corpus, tmp_path, capsys):
+@pytest.mark.parametrize("step", ["predicting", "input"])
+def test_cli_without_references_aligns_the_translations(corpus, tmp_path, capsys, step):
     out = tmp_path / "out"
-    assert align_cli.main(align(corpus, out, "--format", "svg")) == 0
+    assert align_cli.main(align(corpus, out, "--format", "svg", "--attention-step", step)) == 0
     assert capsys.readouterr().out == ""
     assert len(list(out.glob("*.svg"))) == len(SOURCES)
-    assert len((out / "alignments.txt").read_text(encoding="utf-8").split("\n")) == len(SOURCES) + 1
+    loaded = load_model(corpus["ckpt"])
+    tokenizers = loaded.src_tokenizer, loaded.tgt_tokenizer
+    sentences = translated_attention(loaded.model, *tokenizers, SOURCES, config=loaded.config.decode)
+    predicted = [sentence_links(s, attention_step=step) for s in sentences]
+    assert [g.sure for g in read_alignments(out / "alignments.txt")] == predicted
 
 
 @pytest.mark.parametrize(

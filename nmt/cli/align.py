@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nmt.align import (
+    ATTENTION_STEPS,
     TARGET_MERGES,
     GoldAlignment,
     SentenceAttention,
@@ -39,9 +40,14 @@ examples:
   # the attention of the model's own beam-search translations, as SVG
   nmt-align --checkpoint runs/quickstart/best.pt --src input.en --out align --format svg
 
+  # Shift-Att (Chen et al. 2020): a target word takes the attention of the step that reads it,
+  # for models whose attention rests on the source of the word just read
+  nmt-align --checkpoint runs/quickstart/best.pt --src data/sample/test.en --tgt data/sample/test.de \\
+      --gold data/sample/test.align --out runs/quickstart/align-input --attention-step input
+
 outputs in --out: one heatmap per sentence pair (00001.png, ...), index.html showing them all,
 alignments.txt (the hard word alignments, Pharaoh i-j, 0-based source-target), and with --gold
-scores.json (the AER/precision/recall line also printed on stdout).
+scores.json (the AER/precision/recall line also printed on stdout, with the --attention-step used).
 """
 
 
@@ -81,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=TARGET_MERGES,
         default="first",
         help="a target word's attention: its first piece's (default) or the mean of its pieces'",
+    )
+    parser.add_argument(
+        "--attention-step",
+        choices=ATTENTION_STEPS,
+        default="predicting",
+        help="which decoding step's attention row a target piece takes: the step that predicts it (default), or "
+        "the step that reads it as its input (Shift-Att, Chen et al. 2020), for models whose attention rests on "
+        "the source of the word just read; the last piece then takes the EOS step's row",
     )
     parser.add_argument("--gold-one-based", action="store_true", help="the gold file counts words from 1")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
@@ -130,12 +144,14 @@ def _align(args: argparse.Namespace) -> int:
         _check_gold(args.gold, gold, sentences, one_based=args.gold_one_based)
     drawn = sentences[: max(args.heatmaps, 0)]
     bar = tqdm(drawn, desc="heatmaps", unit="pair", file=sys.stderr, disable=args.quiet or None, leave=False)
-    index = write_heatmaps(out, bar, fmt=args.format, target=args.target_merge)
-    predicted = [sentence_links(s, target=args.target_merge) for s in sentences]
+    step = args.attention_step
+    index = write_heatmaps(out, bar, fmt=args.format, target=args.target_merge, attention_step=step)
+    predicted = [sentence_links(s, target=args.target_merge, attention_step=step) for s in sentences]
     write_alignments(out / "alignments.txt", predicted)
-    log.info("wrote %d heatmaps, %s and %s", len(drawn), index, out / "alignments.txt")
+    log.info("wrote %d heatmaps, %s and %s (rows of the %s step)", len(drawn), index, out / "alignments.txt", step)
     if gold is not None:
-        line = json.dumps(alignment_scores(predicted, gold[: len(sentences)])._asdict())
+        scores = alignment_scores(predicted, gold[: len(sentences)])._asdict()
+        line = json.dumps({**scores, "attention_step": step})
         print(line)
         (out / "scores.json").write_text(line + "\n", encoding="utf-8")
     return 0
