@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
 HF_LOCAL_FORMATS = ("parquet", "json")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 ENCODE_CHUNK = 100_000  # sentences encoded per call; bounds the memory of Python int lists
 
 
@@ -297,7 +297,7 @@ def _cache_key(text: ParallelText, src_tok: Tokenizer, tgt_tok: Tokenizer) -> st
         for line in side:
             digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
     for tokenizer in (src_tok, tgt_tok):
-        digest.update(repr(sorted(tokenizer.to_state().items())).encode())
+        digest.update(tokenizer.fingerprint().encode())
     return digest.hexdigest()[:32]
 
 
