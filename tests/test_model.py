@@ -283,18 +283,22 @@ def swapped_pairs(count: int, generator: torch.Generator) -> tuple[Tensor, Tenso
 
 
 def learns(model, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> None:
-    """300 Adam steps on one batch must fit it: loss under 0.05 and every teacher-forced argmax right."""
+    """Adam on one batch must fit it within 600 steps: loss under 0.05 and every teacher-forced argmax
+    right. (Where it gets there differs between CPU kinds: 300 steps were enough on AMD, not on Intel.)"""
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(300):
+    real = tgt_out != PAD
+    for _ in range(600):
         logits, _ = model(src, src_lengths, tgt_in)
         loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD)
+        exact = torch.equal(logits.argmax(-1)[real], tgt_out[real])
+        if loss.item() < 0.05 and exact:
+            return
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
     assert loss.item() < 0.05
-    real = tgt_out != PAD
-    assert torch.equal(logits.argmax(-1)[real], tgt_out[real]), "teacher-forced argmax (so greedy search) is not exact"
+    assert exact, "teacher-forced argmax (so greedy search) is not exact"
 
 
 @pytest.mark.parametrize("align", ["global", "local-m", "local-p"])
