@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -12,7 +12,7 @@ from torch.nn.utils.rnn import PackedSequence
 from nmt.attention import Memory, build_attention
 from nmt.config import ModelConfig
 from nmt.packing import Packing
-from nmt.step_linear import StepLinear
+from nmt.step_linear import Linear
 from nmt.step_lstm import PreparedLSTM, StepLSTM, Steps
 
 
@@ -87,7 +87,7 @@ class Decoder(nn.Module):
             batch_first=True,
         )
         self.attention = build_attention(hidden=config.hidden, config=config.attention)
-        self.W_c = nn.Linear(2 * config.hidden, config.hidden, bias=False) if self.attention.attends else None
+        self.W_c = Linear(2 * config.hidden, config.hidden, bias=False) if self.attention.attends else None
 
     def forward(
         self, tgt: Tensor, state: DecoderState, lengths: Tensor | None = None
@@ -136,7 +136,7 @@ class Decoder(nn.Module):
         outputs (every step of every row); otherwise the steps' rows are concatenated, ``(sum of sizes, ...)``.
         """
         hidden, cell, feed, memory = list(state.hidden.unbind(0)), list(state.cell.unbind(0)), state.feed, state.memory
-        combine = self._combine_steps(sizes, feed)
+        combine = None if self.W_c is None else self.W_c.steps(sizes)  # W_c at each step
         masks = self._dropout_masks(len(hidden), sizes, feed)
         outputs, attention = [], []
         for t, size in enumerate(sizes):
@@ -155,19 +155,6 @@ class Decoder(nn.Module):
         new_state = DecoderState(h, c, feed, memory, state.lstm, state.step + len(sizes))
         join = torch.stack if stack else torch.cat
         return join(outputs, dim=int(stack)), join(attention, dim=int(stack)), new_state
-
-    def _combine_steps(self, sizes: list[int], like: Tensor) -> Callable[[int, Tensor], Tensor] | None:
-        """W_c at the input-feeding loop's steps, ``combine(t, [c_t; h_t])`` (None without attention).
-
-        A float W_c is a :class:`StepLinear` (its gradient one product for all steps, as the LSTM's);
-        int8 search's (:class:`nmt.quantize.Int8Linear`, no float weight) is called as it is.
-        """
-        w_c = self.W_c
-        if w_c is None:
-            return None
-        if not isinstance(w_c, nn.Linear):
-            return lambda t, x: w_c(x)
-        return StepLinear(w_c.weight, like.new_zeros(()).expand(sum(sizes), like.size(1)), sizes)  # no bias
 
     def _dropout_masks(self, layers: int, sizes: list[int], like: Tensor) -> Sequence[Tensor] | None:
         """The input-feeding loop's dropout, drawn for all steps at once (None without dropout).

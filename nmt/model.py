@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from nmt.config import ConfigError, ModelConfig
 from nmt.decoder import Decoder, DecoderState
 from nmt.encoder import Encoder
+from nmt.step_linear import Linear
 
 
 class Seq2Seq(nn.Module):
@@ -29,7 +30,7 @@ class Seq2Seq(nn.Module):
         self.config = config
         self.encoder = Encoder(vocab=src_vocab, config=config, pad_id=pad_id)
         self.decoder = Decoder(vocab=tgt_vocab, config=config, pad_id=pad_id)
-        self.generator = nn.Linear(config.hidden, tgt_vocab)  # W_s
+        self.generator = Linear(config.hidden, tgt_vocab)  # W_s
         for p in self.parameters():
             nn.init.uniform_(p, -config.init, config.init)
         with torch.no_grad():

@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Callable
 
 import torch
+from torch import Tensor
 
 from nmt.config import ConfigError, choose
 
@@ -62,3 +63,17 @@ def autocast_for(
     if dtype is None:
         return contextlib.nullcontext
     return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def in_autocast_dtype(tensor: Tensor) -> Tensor:
+    """``tensor`` cast to the autocast dtype of its device where autocast is on there (a floating
+    tensor only), else ``tensor`` itself.
+
+    For weights used at every step of a loop: autocast caches the casts of parameters only, so a
+    weight arranged from parameters (concatenated, transposed) is cast again at each step unless
+    it is cast once, here.
+    """
+    device = tensor.device.type
+    if not tensor.is_floating_point() or not torch.is_autocast_enabled(device):
+        return tensor
+    return tensor.to(torch.get_autocast_dtype(device))

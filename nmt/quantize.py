@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -94,6 +94,10 @@ class Int8Linear(nn.Module):
             0,
         )
         return Int8Linear(weight=selected, bias=None if bias is None else bias.index_select(0, index))
+
+    def steps(self, sizes: list[int]) -> Callable[[int, Tensor], Tensor]:
+        """The layer at a loop's steps, as :meth:`nmt.step_linear.Linear.steps`: each step a call."""
+        return lambda t, x: self(x)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per channel"

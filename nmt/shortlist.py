@@ -25,13 +25,11 @@ from __future__ import annotations
 import functools
 import logging
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from nmt.checkpoint import write_atomically
 from nmt.config import DecodeConfig
@@ -228,7 +226,7 @@ class Shortlisted:
     def __init__(self, *, model: Seq2Seq, vocab: Tensor) -> None:
         self.model = model
         self.vocab = vocab
-        self.output = output_rows(model.generator, vocab)
+        self.output = model.generator.rows(vocab)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Any:
         return self.model.encode(src, src_lengths)
@@ -236,15 +234,3 @@ class Shortlisted:
     def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Tensor, Any]:
         """``(batch, rows)`` log-probabilities, ``(batch, src_len)`` attention, next state."""
         return self.model.step(self.vocab[tokens], state, output=self.output)
-
-
-def output_rows(generator: nn.Module, vocab: Tensor) -> Callable[[Tensor], Tensor]:
-    """The output layer ``generator`` restricted to its rows ``vocab``: ``(batch, hidden) -> (batch, rows)``.
-
-    An ``nn.Linear`` gives a float product with the selected rows; an int8 layer (:mod:`nmt.quantize`)
-    repacks its selected int8 rows (``rows``).
-    """
-    if isinstance(generator, nn.Linear):
-        bias = None if generator.bias is None else generator.bias.index_select(0, vocab)
-        return functools.partial(F.linear, weight=generator.weight.index_select(0, vocab), bias=bias)
-    return generator.rows(vocab)

@@ -8,9 +8,14 @@ cuDNN does for a recurrent layer). The steps' gradients for x_t still come from 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+from nmt.precision import in_autocast_dtype
 
 
 class _Steps(torch.autograd.Function):
@@ -22,23 +27,24 @@ class _Steps(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, bases: Tensor, weight: Tensor, inputs: list[Tensor]) -> Tensor:
-        ctx.inputs = inputs
+        ctx.inputs, ctx.weight_dtype = inputs, weight.dtype
         return bases.view_as(bases)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_bases: Tensor) -> tuple[Tensor, Tensor, None]:
         inputs = torch.cat(ctx.inputs)  # (rows, in), the steps' rows in order, as those of d_bases
-        return d_bases, d_bases.t() @ inputs.to(d_bases.dtype), None
+        dtype = ctx.weight_dtype  # a weight cast for autocast takes its gradient in its own precision
+        return d_bases, d_bases.to(dtype).t() @ inputs.to(dtype), None
 
 
 class StepLinear:
     """``y_t = b_t + x_t Wᵀ`` for the steps t = 0, 1, ... of a loop, each called once and in order.
 
     Args:
-        weight: W ``(out, in)``.
+        weight: W ``(out, in)``; under autocast, already in its dtype (:func:`nmt.precision.in_autocast_dtype`).
         bases: every step's b_t, the steps' rows one after another, ``(rows, out)`` (views allowed,
-            e.g. a bias expanded).
+            e.g. a bias expanded); cast to W's dtype once, here, not at every step.
         sizes: the rows of each step.
     """
 
@@ -46,10 +52,31 @@ class StepLinear:
         self.inputs: list[Tensor] = []
         self.track = torch.is_grad_enabled() and weight.requires_grad
         self.weight_t = weight.detach().t() if self.track else weight.t()
-        self.bases = (_Steps.apply(bases, weight, self.inputs) if self.track else bases).split(sizes)
+        bases = _Steps.apply(bases, weight, self.inputs) if self.track else bases
+        self.bases = bases.to(weight.dtype).split(sizes)
 
     def __call__(self, t: int, x: Tensor) -> Tensor:
         """``y_t`` ``(rows_t, out)`` for step ``t``'s input ``x`` ``(rows_t, in)``."""
         if self.track:
             self.inputs.append(x.detach())
         return torch.addmm(self.bases[t], x, self.weight_t)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` that also gives the two views of itself search and the input-feeding loop ask
+    for; int8 search's layer (:class:`nmt.quantize.Int8Linear`) gives the same two, so no caller
+    asks which it holds."""
+
+    def steps(self, sizes: list[int]) -> Callable[[int, Tensor], Tensor]:
+        """The layer at a loop's steps, ``y_t = layer(t, x_t)``, step t with ``sizes[t]`` rows: a
+        :class:`StepLinear`, under autocast with the weight cast once."""
+        weight = in_autocast_dtype(self.weight)
+        bias = weight.new_zeros(()) if self.bias is None else self.bias
+        return StepLinear(weight, bias.expand(sum(sizes), self.out_features), sizes)
+
+    def rows(self, index: Tensor) -> Callable[[Tensor], Tensor]:
+        """The layer restricted to its output rows ``index`` ``(rows,)`` (a shortlist's):
+        ``(..., in) -> (..., rows)``."""
+        bias = None if self.bias is None else self.bias.index_select(0, index)
+        weight = self.weight.index_select(0, index)
+        return lambda x: F.linear(x, weight, bias)

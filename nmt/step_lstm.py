@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.lstm import lstm_cell
+from nmt.precision import in_autocast_dtype
 from nmt.step_linear import StepLinear
 
 Steps = Callable[[int, Tensor, list[Tensor], list[Tensor], Tensor | None], Tensor]
@@ -42,12 +43,17 @@ class StepLSTM(nn.LSTM):
     feeding), or one step at a time through :meth:`prepare`."""
 
     def prepare(self) -> StepWeights:
-        """The weights arranged for steps with input feeding (the input is ``[embedding; h̃]``)."""
+        """The weights arranged for steps with input feeding (the input is ``[embedding; h̃]``), under
+        autocast cast to its dtype once (:func:`nmt.precision.in_autocast_dtype`)."""
         embed = self.input_size - self.hidden_size
         w_ih, w_hh, b_ih, b_hh = zip(*self.all_weights, strict=True)
         recurrent = [torch.cat([w[:, embed:] if layer == 0 else w, w_hh[layer]], 1) for layer, w in enumerate(w_ih)]
         # b_ih + b_hh layer by layer: the gradients of stacked biases would share memory, and accumulate wrongly
-        return StepWeights(w_ih[0][:, :embed], [b + b_hh[layer] for layer, b in enumerate(b_ih)], recurrent)
+        return StepWeights(
+            w_ih[0][:, :embed],
+            [b + b_hh[layer] for layer, b in enumerate(b_ih)],
+            [in_autocast_dtype(w) for w in recurrent],
+        )
 
 
 class StepWeights(NamedTuple):
