@@ -75,6 +75,7 @@ class AlignmentScores(NamedTuple):
     aer: float | None  # 1 - (|A∩S| + |A∩P|) / (|A| + |S|)
     precision: float | None  # |A∩P| / |A|
     recall: float | None  # |A∩S| / |S|
+    lagging: float | None  # share of A gold only for the target word before its own: attention a word behind
     sentences: int
     predicted: int  # |A|
     sure: int  # |S|
@@ -146,22 +147,27 @@ def write_alignments(path: str | Path, alignments: Iterable[Iterable[Link]]) -> 
 
 
 def alignment_scores(predicted: Sequence[Iterable[Link]], gold: Sequence[GoldAlignment]) -> AlignmentScores:
-    """AER, precision and recall summed over a corpus (Och & Ney 2003).
+    """AER, precision and recall summed over a corpus (Och & Ney 2003), and the share of predicted
+    links that lag: wrong for their target word j but gold for word j - 1. A model whose attention at
+    the step predicting word j still reads the source of word j - 1 (the word just fed in) shows it
+    there; ``nmt-align --attention-step input`` reads such a model's alignment one step later.
 
     Raises:
         ValueError: if ``predicted`` and ``gold`` hold different numbers of sentences.
     """
     if len(predicted) != len(gold):
         raise ValueError(f"{len(predicted)} predicted alignments but {len(gold)} gold ones")
-    a = s = p = a_s = a_p = 0
+    a = s = p = a_s = a_p = behind = 0
     for links, ref in zip(predicted, gold, strict=True):
         links = set(links)
         a, s, p = a + len(links), s + len(ref.sure), p + len(ref.possible)
         a_s, a_p = a_s + len(links & ref.sure), a_p + len(links & ref.possible)
+        behind += sum((i, j - 1) in ref.possible for i, j in links - ref.possible)
     return AlignmentScores(
         aer=1.0 - (a_s + a_p) / (a + s) if a + s else None,
         precision=a_p / a if a else None,
         recall=a_s / s if s else None,
+        lagging=behind / a if a else None,
         sentences=len(gold),
         predicted=a,
         sure=s,

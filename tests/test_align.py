@@ -112,6 +112,7 @@ def test_aer_worked_example_with_sure_and_possible_links():
     assert scores.precision == pytest.approx(2 / 3)
     assert scores.recall == pytest.approx(1 / 2)
     assert (scores.predicted, scores.sure, scores.possible) == (3, 2, 4)
+    assert scores.lagging == 0.0  # 3-3 is wrong, but 3-2 is no gold link either
 
 
 def test_aer_sums_counts_over_the_corpus():
@@ -125,7 +126,7 @@ def test_aer_sums_counts_over_the_corpus():
 
 def test_aer_undefined_ratios_are_none():
     scores = alignment_scores([set()], [gold(set(), {(0, 0)})])
-    assert (scores.aer, scores.precision, scores.recall) == (None, None, None)
+    assert (scores.aer, scores.precision, scores.recall, scores.lagging) == (None, None, None, None)
     with pytest.raises(ValueError, match="1 predicted alignments but 2 gold"):
         alignment_scores([set()], [gold(set()), gold(set())])
 
@@ -254,7 +255,8 @@ def test_input_step_undoes_attention_on_the_word_just_read():
     assert predicting == {(0, 0), (0, 1), (1, 2), (2, 3)}
     assert shifted == ref.sure
     assert alignment_scores([predicting], [ref]).aer == pytest.approx(0.75)
-    assert alignment_scores([shifted], [ref]).aer == 0.0
+    assert alignment_scores([predicting], [ref]).lagging == pytest.approx(0.75)  # 0-1, 1-2, 2-3: a word behind
+    assert alignment_scores([shifted], [ref])[:4] == (0.0, 1.0, 1.0, 0.0)
 
 
 def test_input_step_with_pieces_takes_the_eos_row_for_the_last_piece():
