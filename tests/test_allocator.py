@@ -1,15 +1,17 @@
-"""keep_freed_memory: large freed blocks stay in the heap instead of going back to the system."""
+"""keep_freed_memory: large freed blocks stay in the heap instead of going back to the system;
+bound_kernel_caches: oneDNN's kernel caches capped unless the user set them."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 import pytest
 import torch
 
-from nmt.allocator import keep_freed_memory
+from nmt.allocator import KERNEL_CACHE_CAPACITY, bound_kernel_caches, keep_freed_memory
 
 
 class MallInfo2(ctypes.Structure):
@@ -51,3 +53,11 @@ def test_a_large_tensor_comes_from_the_heap_not_from_mmap() -> None:
     block = torch.empty(16 << 20)  # 64 MiB, far above glibc's default mmap threshold (128 KiB to 32 MiB)
     assert mallinfo2().hblkhd - before < block.numel() * block.element_size()
     del block
+
+
+def test_kernel_caches_are_bounded_unless_the_user_set_them(monkeypatch) -> None:
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "7")
+    bound_kernel_caches()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(KERNEL_CACHE_CAPACITY)
+    assert os.environ["LRU_CACHE_CAPACITY"] == "7"

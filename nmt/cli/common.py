@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from nmt import data, translate
-from nmt.allocator import keep_freed_memory
+from nmt.allocator import bound_kernel_caches, keep_freed_memory
 from nmt.device import pick_device
 from nmt.errors import NMTError
 from nmt.precision import PRECISIONS
@@ -31,7 +31,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    """Parse ``argv``, configure logging and the C heap (:func:`keep_freed_memory`) and call ``main``;
+    """Parse ``argv``, configure logging and memory (:mod:`nmt.allocator`) and call ``main``;
     user errors become one line and exit 1.
 
     argparse itself exits with status 2 on usage errors; Ctrl-C exits with 130, and a reader
@@ -46,6 +46,7 @@ def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentPars
         force=True,
     )
     keep_freed_memory()
+    bound_kernel_caches()
     try:
         return main(args)
     except NMTError as err:
