@@ -245,7 +245,7 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
         for i, hyps in zip(rows, found, strict=True):
             outputs[i] = loaded.tgt_tokenizer.decode(hyps[0].tokens)
     name = f"beam{args.beam}" + ("" if args.length_penalty == "none" else f".{args.length_penalty}")
-    name += ("" if args.precision == "fp32" else f".{args.precision}") + (".shortlist" if shortlist else "")
+    name += (".int8" if args.precision == "int8" else "") + (".shortlist" if shortlist else "")
     (args.work / f"hyp.{name}.sp").write_text("\n".join(outputs) + "\n", encoding="utf-8")
     decode_s = time.perf_counter() - start
     result = {"decode_s": decode_s, "n_sents": len(lines), "beam": args.beam, "precision": args.precision}

@@ -3,10 +3,11 @@
 After ``scripts/run_bench.sh OUT STEPS onmt nmt``, decode the harness's test set with the nmt model
 of ``OUT/nmt`` at every setting (fp32, bf16, int8, fp32 + shortlist, int8 + shortlist) and beam
 width of the harness, each in a fresh process after the harness's CPU guard, and score it with the
-harness's own scorer. The shortlist is built first (``nmt-shortlist``, from the model's training
-corpus) unless ``OUT/nmt/shortlist.pt`` exists. Prints one JSON object: per setting and beam,
-sentences/s, BLEU, chrF, the ratio to OpenNMT-py's sentences/s in ``OUT/results.jsonl`` (where it
-ran) and the other processes' CPU load during the decode.
+harness's own scorer; each setting's files go to ``OUT/variants/SETTING``. The shortlist is built
+first (``nmt-shortlist``, from the model's training corpus) unless ``OUT/nmt/shortlist.pt``
+exists. Prints one JSON object: per setting and beam, sentences/s, BLEU, chrF, the ratio to
+OpenNMT-py's sentences/s in ``OUT/results.jsonl`` (where it ran) and the other processes' CPU load
+during the decode.
 
     python scripts/decode_variants.py OUT [--settings fp32 int8 ...] [--beams 5 1]
 """
@@ -54,7 +55,10 @@ def run(command: list[str], **env: str) -> str:
 
 def decode_once(out: Path, setting: str, beam: int, shortlist: Path, spec: dict, guard_wait: float) -> dict:
     """Decode and score the test set at one setting and beam; the benchmark's and scorer's figures."""
-    harness, work = out / "harness", out / "nmt"
+    harness, work = out / "harness", out / "variants" / setting  # its own files: fp32's and bf16's names are alike
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "run").exists():
+        (work / "run").symlink_to(out / "nmt" / "run")
     onmt_python = str(Path(os.environ.get("VENV_ONMT", Path.home() / "bench-run" / "venv-onmt")) / "bin" / "python")
     guard = [onmt_python, str(harness / "cpu_guard.py"), "--label", f"decode_{setting}_beam{beam}"]
     run([*guard, "--wait", str(guard_wait)])
@@ -63,17 +67,12 @@ def decode_once(out: Path, setting: str, beam: int, shortlist: Path, spec: dict,
     benchmark += ["--prep", str(out / "prep"), "--work", str(work), "decode", "--beam", str(beam), *arguments]
     threads = os.environ.get("BENCH_THREADS", "2")
     result = json.loads(run(benchmark, BENCH_THREADS=threads, OMP_NUM_THREADS=threads).splitlines()[-1])
-    precision = arguments[arguments.index("--precision") + 1] if "--precision" in arguments else "fp32"
-    name = (
-        f"beam{beam}"
-        + ("" if precision == "fp32" else f".{precision}")
-        + (".shortlist" if "shortlist" in setting else "")
-    )
+    name = f"beam{beam}" + (".int8" if "int8" in setting else "") + (".shortlist" if "shortlist" in setting else "")
     tgt = spec["data"]["tgt_lang"]
     reference = Path(os.environ.get("DATA_DIR", REPO.parent / "shared" / "data" / "multi30k"))
     reference = reference / f"{spec['data']['test']}.{tgt}"
     score = [onmt_python, str(harness / "bench.py"), "score", str(work / f"hyp.{name}.sp"), str(reference)]
-    score += [str(out / "prep" / f"spm.{tgt}.model"), str(work / f"hyp.{name}.{setting}.{tgt}")]
+    score += [str(out / "prep" / f"spm.{tgt}.model"), str(work / f"hyp.{name}.{tgt}")]
     scored = json.loads(run(score).splitlines()[-1])
     return {
         "sents_s": round(result["n_sents"] / result["decode_s"], 1),
