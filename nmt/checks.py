@@ -31,7 +31,6 @@ def check_train_config(config: TrainConfig) -> None:
     checks = [
         ("lr", config.lr > 0),
         ("position_lr_scale", config.position_lr_scale > 0),
-        ("position_warmup", config.position_warmup >= 0),
         ("batch_size", config.batch_size >= 1),
         ("max_tokens", config.max_tokens is None or config.max_tokens >= 1),
         ("accum_steps", config.accum_steps >= 1),

@@ -102,7 +102,6 @@ class TrainConfig:
     optimizer: str = "adam"  # sgd | adam
     lr: float = 0.001
     position_lr_scale: float = 0.1  # local-p's position network (W_p, v_p) learns at lr times this
-    position_warmup: int = 0  # ... ramped up from 0 over this many updates (0: from the first)
     schedule: str = "constant"  # constant | halving | plateau
     halve_after_epoch: int = 5  # 'halving': halve the lr every epoch after this one
     batch_size: int = 64  # sentences per batch (used when max_tokens is None)

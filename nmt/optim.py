@@ -31,22 +31,12 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
     the same way, while its gradients are still tiny: p_t = (S − 1)·sigmoid(v_pᵀ tanh(W_p h_t))
     saturates within 10–20 updates and sits at one end of every sentence for hundreds more
     (README, "local-p"). A tenth of the rate keeps it learning.
-
-    With ``train.position_warmup`` N > 0 that rate also ramps up from 0 over the first N updates
-    (:meth:`Schedule.update_end`): while the content scores are still learning the words, the position
-    network's gradient carries nothing to learn from, only a drift.
     """
     position = [p for m in model.modules() if isinstance(m, LocalPredictive) for p in m.position_parameters()]
-    if not position or (config.position_lr_scale == 1.0 and not config.position_warmup):
+    if not position or config.position_lr_scale == 1.0:
         return [{"params": list(model.parameters())}]
     rest = [p for p in model.parameters() if all(p is not q for q in position)]
-    return [{"params": rest}, {"params": position, "lr": position_rate(config.lr, config, updates=0)}]
-
-
-def position_rate(lr: float, config: TrainConfig, *, updates: int) -> float:
-    """The position network's rate after ``updates`` updates, when the rest learns at ``lr``."""
-    ramp = min(1.0, updates / config.position_warmup) if config.position_warmup else 1.0
-    return lr * config.position_lr_scale * ramp
+    return [{"params": rest}, {"params": position, "lr": config.lr * config.position_lr_scale}]
 
 
 class Schedule:
@@ -68,13 +58,6 @@ class Schedule:
 
     def validated(self, dev_ppl: float) -> None:
         """Called with the dev perplexity of every validation."""
-
-    def update_end(self, updates: int) -> None:
-        """Called after every update, ``updates`` done: local-p's position network (the second param
-        group, :func:`parameter_groups`) follows the rest's rate, ramped up over ``train.position_warmup``."""
-        groups = self.optimizer.param_groups
-        if len(groups) > 1:
-            groups[1]["lr"] = position_rate(groups[0]["lr"], self.config, updates=updates)
 
     def state_dict(self) -> dict[str, Any]:
         return {}

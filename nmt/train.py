@@ -276,7 +276,6 @@ class Trainer:
             else:
                 nonfinite = 0
                 self.step += 1
-                self.schedule.update_end(self.step)
                 window.add(result)
                 on_progress(window.progress(self.step, total, self.position.epoch + 1, self.schedule.lr))
                 window = self._log_and_validate(window)

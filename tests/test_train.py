@@ -23,7 +23,7 @@ from nmt.device import pick_device
 from nmt.errors import NMTError
 from nmt.model import Seq2Seq
 from nmt.objective import train_step
-from nmt.optim import SCHEDULES, Halving, Plateau, parameter_groups
+from nmt.optim import Halving, Plateau, parameter_groups
 from nmt.precision import autocast_for
 from nmt.progress import Progress
 from nmt.sample import write_sample_corpus
@@ -314,22 +314,6 @@ def test_validation_logs_how_far_local_p_centres_move(corpus: Path, tmp_path: Pa
     plain = tiny_config(corpus, tmp_path / "global", "model.attention.align=global")
     Trainer(config=plain).fit()
     assert all("centre_range" not in json.loads(line) for line in (tmp_path / "global" / "metrics.jsonl").open())
-
-
-def test_local_p_position_rate_ramps_up_over_its_warmup_and_follows_the_schedule(make_model) -> None:
-    model = make_model(align="local-p")
-    config = TrainConfig(lr=0.01, position_lr_scale=1.0, position_warmup=4, schedule="plateau")
-    optimizer = torch.optim.SGD(parameter_groups(model, config), lr=config.lr)
-    schedule = SCHEDULES[config.schedule](optimizer=optimizer, config=config)
-    rates = [optimizer.param_groups[1]["lr"]]
-    for updates in range(1, 6):
-        schedule.update_end(updates)
-        rates.append(optimizer.param_groups[1]["lr"])
-    assert rates == pytest.approx([0.0, 0.0025, 0.005, 0.0075, 0.01, 0.01])
-    schedule.validated(5.0)
-    schedule.validated(6.0)  # no better: both groups halve, and the position group stays at the rest's rate
-    schedule.update_end(6)
-    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.005, 0.005])
 
 
 @pytest.mark.parametrize(("align", "scale", "groups"), [("local-p", 0.1, 2), ("local-p", 1.0, 1), ("global", 0.1, 1)])
