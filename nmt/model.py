@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from nmt.config import ConfigError, ModelConfig
 from nmt.decoder import Decoder, DecoderState
 from nmt.encoder import Encoder
+from nmt.precision import step_loop_precision
 from nmt.step_linear import Linear
 
 
@@ -70,7 +71,8 @@ class Seq2Seq(nn.Module):
             with ``tgt_lengths``, logits ``(tokens, tgt_vocab)`` and attention ``(tokens, src_len)``
             of the real positions, in the order of :func:`nmt.decoder.packed` ``(tgt_out, tgt_lengths).data``.
         """
-        attentional, weights, _ = self.decoder(tgt_in, self.encode(src, src_lengths), tgt_lengths)
+        with step_loop_precision(src.device):
+            attentional, weights, _ = self.decoder(tgt_in, self.encode(src, src_lengths), tgt_lengths)
         return self.generator(attentional), weights
 
     def step(

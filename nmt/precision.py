@@ -77,3 +77,29 @@ def in_autocast_dtype(tensor: Tensor) -> Tensor:
     if not tensor.is_floating_point() or not torch.is_autocast_enabled(device):
         return tensor
     return tensor.to(torch.get_autocast_dtype(device))
+
+
+ROW_MULTIPLE = 256
+"""Under CPU autocast, the output layer's rows are padded to a multiple of this (see :func:`padded_rows`)."""
+
+
+def step_loop_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """The precision of the encoder and decoder steps: on the CPU float32 even under autocast, elsewhere
+    autocast's.
+
+    On the CPU bf16 products run through oneDNN, which compiles a kernel for every shape; the steps'
+    products are small and change shape as sentences end, so in bf16 they cost more than they save
+    (README, "Design notes"), while the output layer's large product gains. On CUDA all run in bf16.
+    """
+    if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return torch.autocast("cpu", enabled=False)
+    return contextlib.nullcontext()
+
+
+def padded_rows(x: Tensor) -> tuple[Tensor, int]:
+    """``x`` ``(rows, features)`` with zero rows added up to a multiple of :data:`ROW_MULTIPLE` under
+    CPU autocast (few distinct shapes, so oneDNN compiles few kernels), and its real row count."""
+    rows = x.size(0)
+    if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu") or x.dim() != 2:
+        return x, rows
+    return torch.nn.functional.pad(x, (0, 0, 0, -rows % ROW_MULTIPLE)), rows

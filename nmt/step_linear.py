@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from nmt.precision import in_autocast_dtype
+from nmt.precision import in_autocast_dtype, padded_rows
 
 
 class _Steps(torch.autograd.Function):
@@ -66,6 +66,12 @@ class Linear(nn.Linear):
     """``nn.Linear`` that also gives the two views of itself search and the input-feeding loop ask
     for; int8 search's layer (:class:`nmt.quantize.Int8Linear`) gives the same two, so no caller
     asks which it holds."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(..., in) -> (..., out)``; under CPU autocast a matrix of rows is computed padded
+        (:func:`nmt.precision.padded_rows`)."""
+        padded, rows = padded_rows(x)
+        return super().forward(padded)[:rows]
 
     def steps(self, sizes: list[int]) -> Callable[[int, Tensor], Tensor]:
         """The layer at a loop's steps, ``y_t = layer(t, x_t)``, step t with ``sizes[t]`` rows: a
