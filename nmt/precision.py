@@ -3,8 +3,9 @@
 on the CPU only.
 
 Under autocast the matrix products run in the lower precision; softmaxes, the loss and the
-search scores stay in float32. On a CPU with AVX-512 BF16 (or AMX) bf16 roughly doubles the
-speed of the matrix products; elsewhere it may be slower than fp32.
+search scores stay in float32. On the CPU, teacher forcing (training, dev perplexity) keeps the
+encoder and decoder steps in float32 and runs only the output layer in bf16
+(:func:`step_loop_precision`); on a CPU without AVX-512 BF16 or AMX bf16 may be slower than fp32.
 
 ``int8`` has no autocast: the weights of the output layer, the LSTMs and the attention
 projections are quantized once, when a checkpoint is loaded for search, and run through
@@ -98,8 +99,12 @@ def step_loop_precision(device: torch.device) -> contextlib.AbstractContextManag
 
 def padded_rows(x: Tensor) -> tuple[Tensor, int]:
     """``x`` ``(rows, features)`` with zero rows added up to a multiple of :data:`ROW_MULTIPLE` under
-    CPU autocast (few distinct shapes, so oneDNN compiles few kernels), and its real row count."""
+    CPU autocast (few distinct shapes, so oneDNN compiles few kernels), and its real row count.
+
+    Only a matrix of more rows than that is padded: a training batch's tokens, not a search step's
+    hypotheses, which padding would multiply.
+    """
     rows = x.size(0)
-    if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu") or x.dim() != 2:
+    if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu") or x.dim() != 2 or rows <= ROW_MULTIPLE:
         return x, rows
     return torch.nn.functional.pad(x, (0, 0, 0, -rows % ROW_MULTIPLE)), rows
