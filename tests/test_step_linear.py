@@ -1,11 +1,12 @@
-"""StepLinear against autograd's step-by-step products: values and gradients in float64."""
+"""StepLinear against autograd's step-by-step products (float64); the float layer under CPU autocast."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from nmt.step_linear import StepLinear
+from nmt.precision import padded_rows
+from nmt.step_linear import Linear, StepLinear
 
 pytestmark = pytest.mark.usefixtures("seeded")
 SIZES = [4, 4, 2, 1]  # rows per step, non-increasing as in a packed batch
@@ -51,3 +52,32 @@ def test_without_gradients_nothing_is_kept() -> None:
         linear = StepLinear(weight, bases, SIZES)
         y = linear(0, torch.randn(4, 3))
     assert linear.inputs == [] and y.grad_fn is None
+
+
+@pytest.mark.parametrize(("rows", "padded"), [(300, 512), (256, 256), (40, 40)])
+def test_cpu_autocast_pads_a_training_batchs_rows_only(rows: int, padded: int) -> None:
+    x = torch.randn(rows, 8)
+    assert padded_rows(x) == (x, rows)  # no autocast: as it is
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, real = padded_rows(x)
+    assert (got.shape, real) == ((padded, 8), rows)
+    assert torch.equal(got[:rows], x) and not got[rows:].any()
+
+
+def test_linear_under_cpu_autocast_gives_the_real_rows_in_bf16() -> None:
+    torch.manual_seed(0)
+    layer, x = Linear(8, 5), torch.randn(300, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(x)
+    assert got.shape == (300, 5) and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), layer(x), rtol=0.02, atol=0.02)
+
+
+def test_bf16_on_the_cpu_runs_the_steps_in_float32_and_the_output_layer_in_bf16(make_model) -> None:
+    model = make_model(vocab=11).float()
+    src, lengths, tgt = torch.randint(4, 11, (3, 5)), torch.tensor([5, 4, 2]), torch.randint(4, 11, (3, 4))
+    seen = []
+    model.decoder.register_forward_hook(lambda module, args, out: seen.append(out[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = model(src, lengths, tgt)
+    assert (seen, logits.dtype) == ([torch.float32], torch.bfloat16)
