@@ -49,3 +49,9 @@ def bound_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> None:
     """
     for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
         os.environ.setdefault(name, str(capacity))
+
+
+def set_up_process_memory() -> None:
+    """What every nmt process does first: :func:`keep_freed_memory` and :func:`bound_kernel_caches`."""
+    keep_freed_memory()
+    bound_kernel_caches()

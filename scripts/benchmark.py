@@ -40,7 +40,7 @@ import torch
 import yaml
 from torch.nn.utils.rnn import pad_sequence
 
-from nmt.allocator import bound_kernel_caches, keep_freed_memory
+from nmt.allocator import set_up_process_memory
 from nmt.attention import ALIGNMENTS, Attention
 from nmt.checkpoint import load_model
 from nmt.config import (
@@ -246,10 +246,12 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
             outputs[i] = loaded.tgt_tokenizer.decode(hyps[0].tokens)
     name = f"beam{args.beam}" + ("" if args.length_penalty == "none" else f".{args.length_penalty}")
     name += (".int8" if args.precision == "int8" else "") + (".shortlist" if shortlist else "")
-    (args.work / f"hyp.{name}.sp").write_text("\n".join(outputs) + "\n", encoding="utf-8")
+    hyp = args.work / f"hyp.{name}.sp"
+    hyp.write_text("\n".join(outputs) + "\n", encoding="utf-8")
     decode_s = time.perf_counter() - start
     result = {"decode_s": decode_s, "n_sents": len(lines), "beam": args.beam, "precision": args.precision}
     result |= {"length_penalty": args.length_penalty, "other_load_cores": other_load(snap, cpu_snapshot())}
+    result["hyp"] = str(hyp)  # the pieces, for bench.py score
     if output_rows:
         result |= {"shortlist": str(args.shortlist), "shortlist_rows": sum(output_rows) / len(output_rows)}
     (args.work / f"decode.{name}.json").write_text(json.dumps(result) + "\n")
@@ -301,8 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "attention" and (args.prep is None or args.work is None):
         parser.error(f"{args.command} needs --prep and --work")
     sys.path.insert(0, str(args.bench_dir))
-    keep_freed_memory()  # as the nmt-* commands do
-    bound_kernel_caches()
+    set_up_process_memory()  # as the nmt-* commands do
     spec = yaml.safe_load((args.bench_dir / "model.yaml").read_text())
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)

@@ -67,12 +67,12 @@ def decode_once(out: Path, setting: str, beam: int, shortlist: Path, spec: dict,
     benchmark += ["--prep", str(out / "prep"), "--work", str(work), "decode", "--beam", str(beam), *arguments]
     threads = os.environ.get("BENCH_THREADS", "2")
     result = json.loads(run(benchmark, BENCH_THREADS=threads, OMP_NUM_THREADS=threads).splitlines()[-1])
-    name = f"beam{beam}" + (".int8" if "int8" in setting else "") + (".shortlist" if "shortlist" in setting else "")
+    hyp = Path(result["hyp"])
     tgt = spec["data"]["tgt_lang"]
     reference = Path(os.environ.get("DATA_DIR", REPO.parent / "shared" / "data" / "multi30k"))
     reference = reference / f"{spec['data']['test']}.{tgt}"
-    score = [onmt_python, str(harness / "bench.py"), "score", str(work / f"hyp.{name}.sp"), str(reference)]
-    score += [str(out / "prep" / f"spm.{tgt}.model"), str(work / f"hyp.{name}.{tgt}")]
+    score = [onmt_python, str(harness / "bench.py"), "score", str(hyp), str(reference)]
+    score += [str(out / "prep" / f"spm.{tgt}.model"), str(hyp.with_suffix(f".{tgt}"))]
     scored = json.loads(run(score).splitlines()[-1])
     return {
         "sents_s": round(result["n_sents"] / result["decode_s"], 1),

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from nmt import data, translate
-from nmt.allocator import bound_kernel_caches, keep_freed_memory
+from nmt.allocator import set_up_process_memory
 from nmt.device import pick_device
 from nmt.errors import NMTError
 from nmt.precision import PRECISIONS
@@ -45,8 +45,7 @@ def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentPars
         stream=sys.stderr,
         force=True,
     )
-    keep_freed_memory()
-    bound_kernel_caches()
+    set_up_process_memory()
     try:
         return main(args)
     except NMTError as err:
