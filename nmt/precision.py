@@ -5,7 +5,8 @@ on the CPU only.
 Under autocast the matrix products run in the lower precision; softmaxes, the loss and the
 search scores stay in float32. On the CPU, teacher forcing (training, dev perplexity) keeps the
 encoder and decoder steps in float32 and runs only the output layer in bf16
-(:func:`step_loop_precision`); on a CPU without AVX-512 BF16 or AMX bf16 may be slower than fp32.
+(:func:`step_loop_precision`). A CPU without AVX-512 BF16 or AMX emulates bf16 products, many times
+slower than fp32: asking for bf16 there logs a warning (:func:`warn_emulated_bf16`).
 
 ``int8`` has no autocast: the weights of the output layer, the LSTMs and the attention
 projections are quantized once, when a checkpoint is loaded for search, and run through
@@ -16,12 +17,16 @@ CPU alone.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from nmt.config import ConfigError, choose
+
+log = logging.getLogger(__name__)
 
 PRECISIONS: dict[str, torch.dtype | None] = {
     "fp32": None,
@@ -63,7 +68,24 @@ def autocast_for(
     dtype = PRECISIONS[precision]
     if dtype is None:
         return contextlib.nullcontext
+    if dtype == torch.bfloat16 and device.type == "cpu" and not native_cpu_bf16():
+        warn_emulated_bf16(key)
     return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX-512 BF16 or AMX), as oneDNN sees it."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@functools.cache
+def warn_emulated_bf16(key: str) -> None:
+    """Warn, once per setting, that bf16 on this CPU is emulated."""
+    log.warning(
+        "%s=bf16 on a CPU without AVX-512 BF16 or AMX: its bf16 products are emulated, many times slower "
+        "than fp32 (training 15x slower on an AVX2 AMD EPYC; README, 'Speed'); use fp32 on this machine",
+        key,
+    )
 
 
 def in_autocast_dtype(tensor: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ quantized modules run, and the deprecation warnings are silenced here (:func:`_d
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -83,15 +84,19 @@ class Int8Linear(nn.Module):
         """The qint8 weight ``(out, in)`` and the float bias, as packed."""
         return torch.ops.quantized.linear_unpack(self.packed)
 
+    @functools.cached_property
+    def unpacked(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """The int8 values ``(out, in)``, scales and zero points ``(out,)`` and bias, unpacked once for
+        :meth:`rows` (unpacking the 8,001-row output layer took 14 of a shortlisted batch's 25 ms)."""
+        weight, bias = self.weight_and_bias()
+        return weight.int_repr(), weight.q_per_channel_scales(), weight.q_per_channel_zero_points(), bias
+
     def rows(self, index: Tensor) -> Int8Linear:
         """The output rows ``index`` ``(rows,)`` alone (a shortlist's): the same int8 values and scales, repacked."""
-        weight, bias = self.weight_and_bias()
-        index = index.to(weight.device)
+        values, scales, zero_points, bias = self.unpacked
+        index = index.to(values.device)
         selected = torch._make_per_channel_quantized_tensor(
-            weight.int_repr().index_select(0, index),
-            weight.q_per_channel_scales().index_select(0, index),
-            weight.q_per_channel_zero_points().index_select(0, index),
-            0,
+            values.index_select(0, index), scales.index_select(0, index), zero_points.index_select(0, index), 0
         )
         return Int8Linear(weight=selected, bias=None if bias is None else bias.index_select(0, index))
 

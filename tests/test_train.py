@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nmt import precision
 from nmt import train as train_module
 from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.config import Config, ConfigError, ModelConfig, TrainConfig, load_config
@@ -224,6 +225,19 @@ def test_cuda_where_there_is_none_is_a_clear_error() -> None:
 def test_bf16_autocast_on_cpu_trains(corpus: Path, tmp_path: Path) -> None:
     result = Trainer(config=tiny_config(corpus, tmp_path, "train.precision=bf16", "train.max_steps=3")).fit()
     assert result.step == 3 and result.dev_ppl is not None and math.isfinite(result.dev_ppl)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_that_emulates_it_warns_once(native: bool, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: native)
+    precision.warn_emulated_bf16.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="nmt"):
+        for _ in range(2):
+            autocast_for(torch.device("cpu"), "bf16", key="decode.precision", search=True)
+        autocast_for(torch.device("cpu"), "fp32", key="train.precision")
+    warnings = [r.getMessage() for r in caplog.records if "emulated" in r.getMessage()]
+    assert warnings == ([] if native else [warnings[0]])
+    assert native or warnings[0].startswith("decode.precision=bf16 on a CPU without AVX-512 BF16 or AMX")
 
 
 def test_resume_refuses_a_different_model_and_a_fresh_run_refuses_an_old_directory(
