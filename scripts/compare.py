@@ -19,8 +19,8 @@ decoding speed in test sentences per second (translation alone, model loading ex
 With ``--aer-corpus DIR`` (a sample corpus, ``nmt-sample DIR``) each run also trains the same
 configuration on that corpus, in ``OUT/NAME/sample``: the model and training settings of the config,
 the data settings and validation interval of ``configs/quickstart.yaml`` with its splits in DIR, and
-``--aer-steps`` updates (default 790: 10 epochs in the Multi30k configs' batches of 64). The AER of its ``best.pt`` on DIR's
-dev split against ``dev.align`` is measured as ``nmt-align --gold`` measures it.
+``--aer-steps`` updates (default 790: 10 epochs in the Multi30k configs' batches of 64). The AER of
+its ``best.pt`` on DIR's dev split against ``dev.align`` is measured as ``nmt-align --gold`` measures it.
 
 Resuming: every stage a run finishes (training, each test set, the AER) is recorded in
 ``OUT/NAME/result.json`` at once, and only the missing stages run when the comparison is started
