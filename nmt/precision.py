@@ -73,8 +73,10 @@ def autocast_for(
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
+@functools.cache
 def native_cpu_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AVX-512 BF16 or AMX), as oneDNN sees it."""
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX-512 BF16 or AMX), as oneDNN sees it
+    (asked once: search builds its autocast for every batch)."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
