@@ -234,6 +234,16 @@ def test_local_p_position_network_learns_through_the_loss(make_model):
         assert param.grad.abs().sum() > 0
 
 
+def test_bf16_on_the_cpu_runs_the_steps_in_float32_and_the_output_layer_in_bf16(make_model) -> None:
+    model = make_model(vocab=11).float()
+    src, lengths, tgt = torch.randint(4, 11, (3, 5)), torch.tensor([5, 4, 2]), torch.randint(4, 11, (3, 4))
+    seen = []
+    model.decoder.register_forward_hook(lambda module, args, out: seen.append(out[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = model(src, lengths, tgt)
+    assert (seen, logits.dtype) == ([torch.float32], torch.bfloat16)
+
+
 def test_initialisation_is_uniform_with_zero_padding_rows(make_model):
     model = make_model(init=0.05)
     for param in model.parameters():
