@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from nmt.chunked_loss import linear_nll
 from nmt.config import ConfigError, ModelConfig
 from nmt.decoder import Decoder, DecoderState
 from nmt.encoder import Encoder
@@ -57,22 +58,34 @@ class Seq2Seq(nn.Module):
         return DecoderState(h, c, feed, memory, None, 0)
 
     def forward(
-        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_lengths: Tensor | None = None
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        tgt_in: Tensor,
+        tgt_lengths: Tensor | None = None,
+        *,
+        targets: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Teacher forcing.
 
         Args:
             src: ``(batch, src_len)``; src_lengths: ``(batch,)``;
             tgt_in: the target shifted right (BOS first), ``(batch, tgt_len)``;
-            tgt_lengths: ``(batch,)`` true target lengths, to compute the real positions alone.
+            tgt_lengths: ``(batch,)`` true target lengths, to compute the real positions alone;
+            targets: with ``tgt_lengths``, the tokens to predict at the real positions ``(tokens,)``
+                (:func:`nmt.decoder.packed` ``(tgt_out, tgt_lengths).data``).
 
         Returns:
             logits ``(batch, tgt_len, tgt_vocab)`` and attention ``(batch, tgt_len, src_len)``;
             with ``tgt_lengths``, logits ``(tokens, tgt_vocab)`` and attention ``(tokens, src_len)``
-            of the real positions, in the order of :func:`nmt.decoder.packed` ``(tgt_out, tgt_lengths).data``.
+            of the real positions, in the order of :func:`nmt.decoder.packed` ``(tgt_out, tgt_lengths).data``;
+            with ``targets``, instead of the logits their summed NLL, a scalar computed without
+            keeping them (:func:`nmt.chunked_loss.linear_nll`).
         """
         with step_loop_precision(src.device):
             attentional, weights, _ = self.decoder(tgt_in, self.encode(src, src_lengths), tgt_lengths)
+        if targets is not None:
+            return linear_nll(attentional, self.generator.weight, self.generator.bias, targets), weights
         return self.generator(attentional), weights
 
     def step(

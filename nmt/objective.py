@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
@@ -35,11 +34,12 @@ class StepResult(NamedTuple):
 
 
 def summed_nll(model: nn.Module, batch: Batch, autocast: Autocast) -> Tensor:
-    """The summed token NLL of ``batch`` in float32; the decoder steps, output layer and loss skip padding."""
+    """The summed token NLL of ``batch`` in float32 (float64 for a float64 model); the decoder steps, output
+    layer and loss skip padding."""
     lengths = batch.tgt_lengths
     with autocast():
-        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in, lengths)  # (tokens, vocab)
-    return F.cross_entropy(logits.float(), packed(batch.tgt_out, lengths).data, reduction="sum")
+        nll, _ = model(batch.src, batch.src_lengths, batch.tgt_in, lengths, targets=packed(batch.tgt_out, lengths).data)
+    return nll
 
 
 def train_step(

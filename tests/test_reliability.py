@@ -350,7 +350,7 @@ def test_out_of_memory_while_translating_names_the_batch(paths, capsys, monkeypa
 
 def test_out_of_memory_while_validating_names_the_batch() -> None:
     class Hungry(torch.nn.Module):
-        def forward(self, *args: object) -> None:
+        def forward(self, *args: object, **kwargs: object) -> None:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     batch = collate([Example([4, 5], [6, 7, 8]), Example([4], [6])], [0, 1])
