@@ -2,7 +2,7 @@
 
 Through autograd the loss keeps the logits of every target token ``(tokens, vocab)``, the largest
 tensors of a training step, several times over: the logits, their float32 copy, the log-softmax
-saved for the backward and its gradient. Here each chunk of :data:`CHUNK_ROWS` rows computes its
+saved for the backward and its gradient. Here each chunk of rows (:func:`chunk_rows`) computes its
 logits and their NLL and, when a gradient is wanted, at once the gradients of its rows,
 ``dh̃ = G W``, and its shares of ``dW = Gᵀ h̃`` and ``db = Σ_t G_t`` (``G = softmax − one-hot``, the
 gradient of the NLL in the logits); then its logits go. The backward only scales those gradients by
@@ -21,9 +21,16 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from nmt.precision import ROW_MULTIPLE
 
-CHUNK_ROWS = ROW_MULTIPLE
-"""Rows per chunk: a chunk's logits (8 MB at 8000 pieces in float32) stay in the CPU's cache; a
-multiple of ROW_MULTIPLE, so under CPU autocast only a batch's last chunk is padded."""
+CHUNK_LOGITS = {"cpu": 2**21, "cuda": 2**26}
+"""About how many logits a chunk holds, by device type (others: the CPU's): on the CPU they stay in
+the cache (8 MB in float32: 256 rows of 8000 pieces); on a GPU fewer, larger chunks launch fewer kernels."""
+
+
+def chunk_rows(device: torch.device, vocab: int) -> int:
+    """The rows of a chunk: a multiple of :data:`nmt.precision.ROW_MULTIPLE` (so under CPU autocast
+    only a batch's last chunk is padded), at least one multiple."""
+    logits = CHUNK_LOGITS.get(device.type, CHUNK_LOGITS["cpu"])
+    return max(1, logits // (vocab * ROW_MULTIPLE)) * ROW_MULTIPLE
 
 
 class _LinearNLL(torch.autograd.Function):
@@ -50,11 +57,12 @@ class _LinearNLL(torch.autograd.Function):
         d_weight = weight.new_zeros(weight.shape, dtype=precise) if want_weight else None
         d_bias = weight.new_zeros(w.size(0), dtype=precise) if want_bias else None
         total = hidden.new_zeros((), dtype=precise)
-        for start in range(0, hidden.size(0), CHUNK_ROWS):
-            h = hidden[start : start + CHUNK_ROWS].to(dtype)  # (rows, hidden)
-            y = targets[start : start + CHUNK_ROWS].unsqueeze(1)  # (rows, 1)
+        size = chunk_rows(hidden.device, w.size(0))
+        for start in range(0, hidden.size(0), size):
+            h = hidden[start : start + size].to(dtype)  # (rows, hidden)
+            y = targets[start : start + size].unsqueeze(1)  # (rows, 1)
             rows = h.size(0)
-            padded = F.pad(h, (0, 0, 0, CHUNK_ROWS - rows)) if pad else h  # one shape for oneDNN's bf16 kernels
+            padded = F.pad(h, (0, 0, 0, size - rows)) if pad else h  # one shape for oneDNN's bf16 kernels
             logits = F.linear(padded, w, b)[:rows].to(precise)  # (rows, vocab)
             norm = torch.logsumexp(logits, dim=1, keepdim=True)  # (rows, 1)
             total += (norm - logits.gather(1, y)).sum()

@@ -6,9 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nmt.chunked_loss import CHUNK_ROWS, linear_nll
+from nmt import chunked_loss
+from nmt.chunked_loss import chunk_rows, linear_nll
 
-pytestmark = pytest.mark.usefixtures("seeded")
+pytestmark = pytest.mark.usefixtures("seeded", "small_chunks")
+CHUNK_ROWS = 256  # of these tests' vocabulary of 11 (small_chunks)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 256 rows of 11 logits, so that a test's few hundred rows cross chunk edges."""
+    monkeypatch.setitem(chunked_loss.CHUNK_LOGITS, "cpu", CHUNK_ROWS * 11)
 
 
 def leaves(rows: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
@@ -75,3 +83,10 @@ def test_fp16_keeps_small_probabilities_from_underflowing() -> None:
     with torch.autocast("cpu", dtype=torch.float16):
         (d_weight,) = gradients(linear_nll(hidden, weight, bias, torch.tensor([0])), weight)
     assert 3e-10 < d_weight[1, 0] < 7e-10
+
+
+def test_chunks_fill_the_cache_on_the_cpu_and_are_larger_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # the module's own sizes
+    assert chunk_rows(torch.device("cpu"), 8000) == 256
+    assert chunk_rows(torch.device("cpu"), 50_000) == 256  # never fewer rows than one multiple
+    assert chunk_rows(torch.device("cuda"), 50_000) == 1280

@@ -133,7 +133,8 @@ def test_a_sentence_alone_equals_it_inside_a_padded_batch(score, align, input_fe
 @pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
 @pytest.mark.parametrize(("score", "align"), WITH_BASE, ids=WITH_BASE_IDS)
 def test_teacher_forcing_with_target_lengths_computes_the_real_positions_alone(score, align, input_feed, make_model):
-    """Packed: step by step, the longest rows first; the same logits, attention and gradients as padded."""
+    """Packed: step by step, the longest rows first; the same logits, attention and gradients as padded,
+    and with the targets given, their loss without logits (nmt.chunked_loss) and its gradients."""
     model = make_model(score=score, align=align, window=2, input_feed=input_feed)
     src, src_lengths = padded([5, 3, 1, 4])
     tgt_in, tgt_lengths = padded([4, 6, 2, 5], width=7)  # one column of padding beyond the longest
@@ -147,13 +148,18 @@ def test_teacher_forcing_with_target_lengths_computes_the_real_positions_alone(s
     got_logits, got_weights = model(src, src_lengths, tgt_in, tgt_lengths)
     got_loss = F.cross_entropy(got_logits, tgt_out[rows, steps], reduction="sum")
     got_grads = torch.autograd.grad(got_loss, list(model.parameters()), allow_unused=True)
+    nll, nll_weights = model(src, src_lengths, tgt_in, tgt_lengths, targets=tgt_out[rows, steps])
+    nll_grads = torch.autograd.grad(nll, list(model.parameters()), allow_unused=True)
 
     torch.testing.assert_close(got_logits, logits[rows, steps], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got_weights, weights[rows, steps], rtol=1e-12, atol=1e-12)
-    for got, want in zip(got_grads, want_grads, strict=True):
-        assert (got is None) == (want is None)
+    torch.testing.assert_close(nll, want_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(nll_weights, got_weights, rtol=0, atol=0)
+    for got, nll_got, want in zip(got_grads, nll_grads, want_grads, strict=True):
+        assert (got is None) == (nll_got is None) == (want is None)
         if got is not None:
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(nll_got, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
@@ -255,6 +261,14 @@ def test_initialisation_is_uniform_with_zero_padding_rows(make_model):
 def test_tied_embeddings_share_one_matrix(make_model):
     model = make_model(tie_embeddings=True, embed=6, hidden=6)
     assert model.generator.weight is model.decoder.embed.weight
+    src, src_lengths = padded([3, 2])
+    tgt_in, tgt_lengths = padded([3, 1])
+    targets = torch.tensor([5, 6, 7, 8])  # the packed order: step 0 of both, then the longer's steps 1 and 2
+    logits, _ = model(src, src_lengths, tgt_in, tgt_lengths)
+    (want,) = torch.autograd.grad(F.cross_entropy(logits, targets, reduction="sum"), model.generator.weight)
+    nll, _ = model(src, src_lengths, tgt_in, tgt_lengths, targets=targets)
+    (got,) = torch.autograd.grad(nll, model.generator.weight)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)  # the output layer's and the embedding's parts
     with pytest.raises(ConfigError, match="tie_embeddings"):
         make_model(tie_embeddings=True, embed=5, hidden=6)
 
