@@ -51,7 +51,7 @@ class _LinearNLL(torch.autograd.Function):
         products = precise if dtype == torch.float16 else dtype  # of the gradients' products
         ctx.hidden_dtype = hidden.dtype
         w = weight.to(dtype)
-        w_products = weight.to(products)
+        w_products = w if products == dtype else weight.to(products)
         b = None if bias is None else bias.to(dtype)
         d_hidden = hidden.new_empty(hidden.shape, dtype=precise) if want_hidden else None
         d_weight = weight.new_zeros(weight.shape, dtype=precise) if want_weight else None
@@ -72,8 +72,10 @@ class _LinearNLL(torch.autograd.Function):
             g = g.to(products)
             if want_hidden:
                 d_hidden[start : start + rows] = g @ w_products
-            if want_weight:
-                d_weight.addmm_(g.t(), h.to(products)) if products == precise else d_weight.add_(g.t() @ h)
+            if want_weight and products == precise:
+                d_weight.addmm_(g.t(), h.to(products))
+            elif want_weight:
+                d_weight += g.t() @ h  # in the autocast dtype, added up in float32
             if want_bias:
                 d_bias += g.sum(0, dtype=precise)
         ctx.save_for_backward(d_hidden, d_weight, d_bias)
