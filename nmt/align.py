@@ -293,7 +293,7 @@ def force_decode(model: Seq2Seq, examples: Sequence[Example], *, batch_size: int
     result = []
     with _evaluating(model):
         for rows, batch in _batches(examples, batch_size, device):
-            _, attn = model(batch.src, batch.src_lengths, batch.tgt_in)  # (batch, tgt_len, src_len)
+            _, attn = model.attend(batch.src, batch.src_lengths, batch.tgt_in)  # (batch, tgt_len, src_len)
             for b, i in enumerate(rows):
                 src, tgt = examples[i]
                 result.append(attn[b, : len(tgt) + 1, : len(src) + 1].float().cpu())

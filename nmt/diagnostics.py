@@ -69,7 +69,7 @@ def window_centres(model: Seq2Seq, batch: Batch) -> Tensor | None:
     model.eval()
     handle = model.decoder.attention.register_forward_hook(record)
     try:
-        model(batch.src, batch.src_lengths, batch.tgt_in)
+        model.attend(batch.src, batch.src_lengths, batch.tgt_in)
     finally:
         handle.remove()
         model.train(was_training)

@@ -82,11 +82,23 @@ class Seq2Seq(nn.Module):
             with ``targets``, instead of the logits their summed NLL, a scalar computed without
             keeping them (:func:`nmt.chunked_loss.linear_nll`).
         """
-        with step_loop_precision(src.device):
-            attentional, weights, _ = self.decoder(tgt_in, self.encode(src, src_lengths), tgt_lengths)
+        attentional, weights = self.attend(src, src_lengths, tgt_in, tgt_lengths)
         if targets is not None:
             return linear_nll(attentional, self.generator.weight, self.generator.bias, targets), weights
         return self.generator(attentional), weights
+
+    def attend(
+        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Teacher forcing up to the output layer (what needs the attention alone: alignment, diagnostics).
+
+        Returns:
+            the attentional states h̃ ``(batch, tgt_len, hidden)`` and attention ``(batch, tgt_len,
+            src_len)``; with ``tgt_lengths``, ``(tokens, hidden)`` and ``(tokens, src_len)`` as in :meth:`forward`.
+        """
+        with step_loop_precision(src.device):
+            attentional, weights, _ = self.decoder(tgt_in, self.encode(src, src_lengths), tgt_lengths)
+        return attentional, weights
 
     def step(
         self, tokens: Tensor, state: DecoderState, *, output: Callable[[Tensor], Tensor] | None = None
