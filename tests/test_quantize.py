@@ -59,6 +59,17 @@ def test_int8_linear_stays_within_its_quantization_bound() -> None:
         assert error.max() > 0  # it is quantized, not a float product
 
 
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize("bias", [True, False])
+def test_an_int8_layers_rows_give_its_columns(bias: bool) -> None:
+    """A shortlist's rows, packed with a unit scale and each row's scale applied after the product,
+    give the whole layer's outputs at those rows up to float rounding, in any order of rows."""
+    layer = Int8Linear.from_float(torch.nn.Linear(32, 50, bias=bias))
+    x, index = torch.randn(7, 32) * 2, torch.tensor([0, 3, 4, 17, 49, 12])
+    with torch.no_grad():
+        torch.testing.assert_close(layer.rows(index)(x), layer(x)[:, index], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("fields", CONFIGS.values(), ids=CONFIGS.keys())
 def test_the_weight_matrices_become_int8_per_channel(make_model, fields) -> None:
     model = quantized_copy(float_model(make_model, **fields))

@@ -108,7 +108,16 @@ def test_a_whole_vocabulary_shortlist_searches_exactly_as_none(make_model, beam:
     config = DecodeConfig(beam=beam, n_best=beam, max_len=9, precision=precision)
     src, lengths = sources()
     want = decode(model, src, lengths, config=config)
-    assert hypotheses(decode_over(model, torch.arange(30), src, lengths, config=config)) == hypotheses(want)
+    got = decode_over(model, torch.arange(30), src, lengths, config=config)
+    if kind != "int8":
+        assert hypotheses(got) == hypotheses(want)
+        return
+    # int8's rows apply each row's scale after the product, the whole layer's kernel inside it: float rounding apart
+    for got_hyps, want_hyps in zip(got, want, strict=True):
+        assert [h.tokens for h in got_hyps] == [h.tokens for h in want_hyps]
+        for g, w in zip(got_hyps, want_hyps, strict=True):
+            assert (g.score, g.log_prob) == pytest.approx((w.score, w.log_prob), rel=1e-5)
+            torch.testing.assert_close(g.attention, w.attention, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("beam", [1, 3])
