@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import struct
@@ -34,6 +35,7 @@ from nmt.data import Example
 from nmt.errors import NMTError
 from nmt.heatmaps import plot_heatmap, row_labels, write_heatmaps, write_validation_heatmaps
 from nmt.model import Seq2Seq
+from nmt.quantize import is_quantized, quantize_model
 from nmt.search import decode
 from nmt.tokenizer import EOS_ID, SPECIALS, SentencePieceTokenizer, WordTokenizer, word_ids
 
@@ -519,6 +521,42 @@ def test_cli_without_references_aligns_the_translations(corpus, tmp_path, capsys
     sentences = translated_attention(loaded.model, *tokenizers, SOURCES, config=loaded.config.decode)
     predicted = [sentence_links(s, attention_step=step) for s in sentences]
     assert [g.sure for g in read_alignments(out / "alignments.txt")] == predicted
+
+
+@pytest.mark.parametrize("references", [True, False])
+def test_cli_aligns_with_an_int8_model(corpus, tmp_path, references, monkeypatch):
+    """--precision int8 quantizes the model once and aligns with it: the links of the library on an int8 copy."""
+    quantized = []
+    monkeypatch.setattr(align_cli, "quantize_model", lambda model: quantized.append(quantize_model(model)) or model)
+    out = tmp_path / "out"
+    extra = ["--tgt", corpus["tgt"]] if references else []
+    assert align_cli.main(align(corpus, out, "--precision", "int8", "--heatmaps", "0", *extra)) == 0
+    assert len(quantized) == 1 and is_quantized(quantized[0])
+    loaded = load_model(corpus["ckpt"])
+    model, tokenizers = quantize_model(copy.deepcopy(loaded.model)), (loaded.src_tokenizer, loaded.tgt_tokenizer)
+    if references:
+        sentences = forced_attention(model, *tokenizers, SOURCES, REFERENCES)
+    else:
+        config = DecodeConfig(**{**to_dict(loaded.config)["decode"], "precision": "int8"})
+        sentences = translated_attention(model, *tokenizers, SOURCES, config=config)
+    assert [g.sure for g in read_alignments(out / "alignments.txt")] == [sentence_links(s) for s in sentences]
+
+
+def test_cli_aligns_under_bf16_autocast_and_refuses_fp16_on_the_cpu(corpus, tmp_path, capsys, monkeypatch):
+    seen = []
+
+    def forced(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return forced_attention(*args, **kwargs)
+
+    monkeypatch.setattr(align_cli, "forced_attention", forced)
+    args = align(corpus, tmp_path / "out", "--tgt", corpus["tgt"], "--heatmaps", "0", "--device", "cpu")
+    assert align_cli.main([*args, "--precision", "bf16"]) == 0
+    assert seen == [torch.bfloat16]
+    capsys.readouterr()  # a CPU without bf16 instructions warns
+    assert align_cli.main([*args, "--precision", "fp16"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("nmt-align: error: --precision=fp16 needs a CUDA device"), line
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -28,6 +29,8 @@ from nmt.checkpoint import load_model
 from nmt.cli.common import add_common_args, positive_int, read_lines, resolve_device, run
 from nmt.errors import NMTError
 from nmt.heatmaps import FORMATS, write_heatmaps
+from nmt.precision import INT8, PRECISIONS, autocast_for
+from nmt.quantize import quantize_model
 
 log = logging.getLogger("nmt.align")
 
@@ -99,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gold-one-based", action="store_true", help="the gold file counts words from 1")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        help="as nmt-translate's (default: the checkpoint's decode.precision): fp32; bf16 autocast (fp16: CUDA "
+        "only); int8: weights quantized at load (CPU only)",
+    )
+    parser.add_argument(
         "--replace-invalid", action="store_true", help="replace invalid UTF-8 bytes in --src/--tgt instead of failing"
     )
     add_common_args(parser)
@@ -129,17 +138,22 @@ def _align(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise NMTError(f"{out}: cannot make the output directory ({err.strerror or err}); use another --out") from err
-    loaded = load_model(args.checkpoint, device=resolve_device(args.device))
+    device = resolve_device(args.device)
+    loaded = load_model(args.checkpoint, device=device)
     if loaded.config.model.attention.align == NO_ATTENTION:
         raise NMTError(
             f"{args.checkpoint}: this model has no attention (model.attention.align: {NO_ATTENTION}), so it "
             "gives no alignments; align with a model trained with attention"
         )
     tokenizers = loaded.src_tokenizer, loaded.tgt_tokenizer
-    if references is not None:
-        sentences = forced_attention(loaded.model, *tokenizers, sources, references)
-    else:
-        sentences = translated_attention(loaded.model, *tokenizers, sources, config=loaded.config.decode)
+    config = dataclasses.replace(loaded.config.decode, precision=args.precision or loaded.config.decode.precision)
+    autocast = autocast_for(device, config.precision, key="--precision", search=True)
+    model = quantize_model(loaded.model) if config.precision == INT8 else loaded.model
+    with autocast():
+        if references is not None:
+            sentences = forced_attention(model, *tokenizers, sources, references)
+        else:
+            sentences = translated_attention(model, *tokenizers, sources, config=config)
     if gold is not None:
         _check_gold(args.gold, gold, sentences, one_based=args.gold_one_based)
     drawn = sentences[: max(args.heatmaps, 0)]
