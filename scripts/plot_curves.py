@@ -1,6 +1,7 @@
 """Plot dev BLEU (or dev perplexity) against training time for several runs, from their ``metrics.jsonl``.
 
     python scripts/plot_curves.py runs/m30k/global_general runs/m30k/local_p_general --out curves.png
+    python scripts/plot_curves.py runs/m30k/global_general runs/m30k/local_p_general --table
 
 Each run directory's ``metrics.jsonl`` gives one line, labelled with the directory as given: a point
 per validation (``valid`` records), placed at the training time spent up to that update. The metric
@@ -13,6 +14,10 @@ from a checkpoint redoes the updates after it, so the records an interrupted ses
 are dropped; a window that took more than five times the run's median time per update spans the
 break of a resumed run and counts the median instead, as do updates no window covers (those between
 the last log record and a validation).
+
+``--table`` prints, as a Markdown table, every validation of each run: its dev perplexity, greedy
+dev BLEU (where logged), training minutes by the same clock, and local-p's p_t range (where logged),
+a row per validation (labelled by the first run's epoch and step).
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories holding metrics.jsonl")
-    parser.add_argument("--out", required=True, metavar="PNG", help="the image to write")
+    parser.add_argument("--out", metavar="PNG", help="the image to write")
+    parser.add_argument("--table", action="store_true", help="print each validation's figures as a Markdown table")
     parser.add_argument(
         "--metric", choices=METRICS, help="bleu or ppl (default: bleu if every run logged it, else ppl)"
     )
@@ -51,11 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(_plot, build_parser(), argv)
+    parser = build_parser()
+    return run(lambda args: _plot(args, parser), parser, argv)
 
 
-def _plot(args: argparse.Namespace) -> int:
+def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.out is None and not args.table:
+        parser.error("give --out PNG, --table or both")
     records = {path.rstrip("/"): read_records(Path(path) / "metrics.jsonl") for path in args.runs}  # by label
+    if args.table:
+        print(table(records))
+    if args.out is None:
+        return 0
     logged_bleu = all(any("dev_bleu" in r for r in run) for run in records.values())
     metric = args.metric or ("bleu" if logged_bleu else "ppl")
     curves = {name: curve(run, METRICS[metric][0]) for name, run in records.items()}
@@ -112,6 +125,30 @@ def curve(records: Sequence[dict[str, Any]], key: str) -> list[tuple[float, floa
         elif key in record:
             points.append((elapsed + (record["step"] - covered) * rate, record[key]))
     return points
+
+
+def table(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """Each run's validations side by side (see the module's notes), as Markdown."""
+    columns = {}  # label -> cells, one per validation
+    labels: list[str] = []  # per row: epoch (step), from the first run that has the row
+    for name, records in runs.items():
+        validations = [record for record in current(records) if record["event"] == "valid"]
+        times = [seconds for seconds, _ in curve(records, "dev_ppl")]
+        cells = []
+        for record, seconds in zip(validations, times, strict=True):
+            figures = [f"{record['dev_ppl']:.2f}"]
+            figures += [f"{record['dev_bleu']:.2f}"] if "dev_bleu" in record else []
+            cell = ", ".join([*figures, f"{seconds / 60:.1f}"])
+            cells.append(cell + (f" ({record['centre_range']:.2f})" if "centre_range" in record else ""))
+        columns[name] = cells
+        labels += [f"{v.get('epoch', '?')} ({v['step']})" for v in validations[len(labels) :]]
+    lines = [
+        "| epoch (updates) | " + " | ".join(f"{name}: dev ppl, BLEU, minutes" for name in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for row, label in enumerate(labels):
+        lines.append(f"| {label} | " + " | ".join(c[row] if row < len(c) else "–" for c in columns.values()) + " |")
+    return "\n".join(lines)
 
 
 def draw(curves: dict[str, list[tuple[float, float]]], label: str, path: Path, *, log_scale: bool) -> None:

@@ -374,6 +374,29 @@ def test_plot_curves_counts_the_time_of_the_updates_alone_across_a_resume():
     assert plot.curve(RUN_RECORDS, "dev_ppl") == [(4.0, 9.0), (7.0, 8.0), (10.0, 7.0)]
 
 
+def test_plot_curves_tabulates_every_validation_of_each_run(tmp_path, capsys):
+    epochs = iter([1, 2, 3])
+    with_epochs = [{**r, "epoch": next(epochs)} if r["event"] == "valid" else r for r in RUN_RECORDS]
+    local_p = [{**r, "centre_range": 0.5} if r["event"] == "valid" else r for r in with_epochs[:5]]
+    no_bleu = [{k: v for k, v in r.items() if k != "dev_bleu"} for r in with_epochs[:3]]
+    for name, records in {"global": with_epochs, "local_p": local_p, "nofeed": no_bleu}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("".join(f"{json.dumps(r)}\n" for r in records), encoding="utf-8")
+    plot = script("plot_curves")
+    assert plot.main([str(tmp_path / name) for name in ("global", "local_p", "nofeed")] + ["--table"]) == 0
+    header, rule, *rows = capsys.readouterr().out.splitlines()
+    assert header.count("dev ppl, BLEU, minutes") == 3 and rule == "|---|---|---|---|"
+    assert rows == [  # minutes of the updates alone: 4, 7 and 10 seconds
+        "| 1 (4) | 9.00, 1.00, 0.1 | 9.00, 1.00, 0.1 (0.50) | 9.00, 0.1 |",
+        "| 2 (7) | 8.00, 2.00, 0.1 | 8.00, 2.00, 0.1 (0.50) | – |",
+        "| 3 (10) | 7.00, 3.00, 0.2 | – | – |",
+    ]
+    with pytest.raises(SystemExit) as usage:  # neither --out nor --table: argparse's usage error
+        plot.main([str(tmp_path / "global")])
+    assert usage.value.code == 2
+    assert "give --out PNG, --table or both" in capsys.readouterr().err
+
+
 def test_plot_curves_writes_a_png_of_bleu_or_of_perplexity_when_a_run_logged_no_bleu(tmp_path, capsys):
     runs = {"global_general": RUN_RECORDS, "local_p_general": RUN_RECORDS[:5]}
     for name, records in runs.items():
