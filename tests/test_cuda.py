@@ -113,19 +113,23 @@ def test_a_model_trained_on_cuda_translates_and_aligns_there(config: Path, tmp_p
         assert translate_cli.main(["--quiet", *argv, "--input", src, "--output", str(out)]) == 0
         assert out.read_bytes().count(b"\n") == lines, precision
 
-    forced, free = tmp_path / "forced", tmp_path / "free"
     argv = ["--quiet", "--checkpoint", checkpoint, "--device", "cuda", "--src", src, "--heatmaps", "2"]
-    assert align_cli.main([*argv, "--tgt", tgt, "--gold", gold, "--out", str(forced)]) == 0
+    free = tmp_path / "free"
     assert align_cli.main([*argv, "--out", str(free)]) == 0  # the attention of its own beam-search output
-    for out in (forced, free):
-        assert (out / "alignments.txt").read_bytes().count(b"\n") == lines
-    scores = json.loads((forced / "scores.json").read_text(encoding="utf-8"))
-    assert 0.0 <= scores["aer"] <= 1.0 and scores["sentences"] == lines
+    assert (free / "alignments.txt").read_bytes().count(b"\n") == lines
+    for precision in ("fp32", "bf16", "fp16"):
+        forced = tmp_path / f"forced.{precision}"
+        extra = ["--tgt", tgt, "--gold", gold, "--out", str(forced), "--precision", precision]
+        assert align_cli.main([*argv, *extra]) == 0, precision
+        assert (forced / "alignments.txt").read_bytes().count(b"\n") == lines
+        scores = json.loads((forced / "scores.json").read_text(encoding="utf-8"))
+        assert 0.0 <= scores["aer"] <= 1.0 and scores["sentences"] == lines
 
 
 def test_shortlist_search_on_cuda_and_int8_refused_there(config: Path, tmp_path: Path, capsys) -> None:
     """A whole-vocabulary shortlist searches exactly as none on the GPU too; nmt-translate --shortlist runs
-    there; --precision int8 there is one line and exit 1 (PyTorch's int8 kernels are the CPU's)."""
+    there; --precision int8 there (nmt-translate, nmt-align) is one line and exit 1 (PyTorch's int8
+    kernels are the CPU's)."""
     train(config, tmp_path / "run", "train.max_steps=3")
     checkpoint = str(tmp_path / "run" / "last.pt")
     assert shortlist_cli.main(["--quiet", "--checkpoint", checkpoint]) == 0  # the run's own corpus
@@ -145,6 +149,10 @@ def test_shortlist_search_on_cuda_and_int8_refused_there(config: Path, tmp_path:
     assert out.read_bytes().count(b"\n") == src_file.read_bytes().count(b"\n")
     capsys.readouterr()
     assert translate_cli.main([*argv, "--precision", "int8"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "int8 runs on the CPU only" in err
+    align = ["--quiet", "--checkpoint", checkpoint, "--device", "cuda", "--src", str(src_file), "--precision", "int8"]
+    assert align_cli.main([*align, "--out", str(tmp_path / "align")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "int8 runs on the CPU only" in err
 
