@@ -5,7 +5,8 @@ state alone. If W_p and v_p do not learn, p_t sits at about the same place for e
 and the window misses most of the words to translate. These functions make that visible:
 
 - :func:`window_centres`: the teacher-forced p_t of every target step of a batch;
-- :func:`centre_spread`: how far p_t moves over a sentence (for the training log at each validation);
+- :func:`centre_spread`: how far p_t moves over a sentence (for the training log at each validation of
+  a model that predicts p_t: :func:`predicts_centre`);
 - :func:`gold_positions` and :func:`centre_error`: how far p_t lies from the source position a gold
   word alignment links the target word to.
 """
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor
 
 from nmt.align import GoldAlignment
-from nmt.attention import LocalAlignment
+from nmt.attention import LocalAlignment, LocalPredictive
 from nmt.data import Batch
 from nmt.model import Seq2Seq
 
@@ -40,6 +41,11 @@ def local_alignment(model: Seq2Seq) -> LocalAlignment | None:
     """The model's local alignment mode (local-m, local-p), or None for global and no attention."""
     align = getattr(model.decoder.attention, "align", None)
     return align if isinstance(align, LocalAlignment) else None
+
+
+def predicts_centre(model: Seq2Seq) -> bool:
+    """Whether the model learns where its window centre goes (local-p); local-m's walks with t by construction."""
+    return isinstance(local_alignment(model), LocalPredictive)
 
 
 @torch.no_grad()

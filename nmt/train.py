@@ -37,7 +37,7 @@ from nmt.config import Config, to_dict
 from nmt.corpus import Corpus, prepare_corpus
 from nmt.data import Batch, BucketBatcher, collate, iterate_batches
 from nmt.device import pick_device
-from nmt.diagnostics import centre_spread
+from nmt.diagnostics import centre_spread, predicts_centre
 from nmt.distributed import ONE_PROCESS, Ranks, moved_position
 from nmt.errors import NMTError
 from nmt.evaluate import validation_bleu
@@ -382,7 +382,9 @@ class Trainer:
             record["dev_bleu"] = self._dev_bleu()
         if self.tc.valid_heatmaps and self.is_main:
             record["heatmaps"] = str(self._heatmaps())
-        spread = centre_spread(self.model, (b.to(self.device) for b in self.dev_batches)) if self.is_main else None
+        spread = None  # how far local-p's p_t moves: a stuck one shows here
+        if self.is_main and predicts_centre(self.model):
+            spread = centre_spread(self.model, (b.to(self.device) for b in self.dev_batches))
         if spread is not None:
             record["centre_range"], record["centre_std"] = spread.range, spread.std
         self.model.train()

@@ -317,7 +317,7 @@ def test_importing_the_training_loop_draws_in_no_plotting_library() -> None:
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
 
 
-def test_validation_logs_how_far_local_p_centres_move(corpus: Path, tmp_path: Path, caplog) -> None:
+def test_validation_logs_how_far_local_p_centres_move_and_no_other_modes(corpus: Path, tmp_path: Path, caplog) -> None:
     config = tiny_config(corpus, tmp_path, "model.attention.align=local-p", "model.attention.window=1")
     with caplog.at_level(logging.WARNING, logger="nmt"):
         Trainer(config=config).fit()
@@ -325,9 +325,9 @@ def test_validation_logs_how_far_local_p_centres_move(corpus: Path, tmp_path: Pa
     valid = [r for r in records if r["event"] == "valid"]
     assert valid and all(0 <= r["centre_range"] <= 1 and 0 <= r["centre_std"] <= r["centre_range"] for r in valid)
     assert "model.attention.window=1:" in caplog.text  # the sample's sources are longer than 2 positions
-    plain = tiny_config(corpus, tmp_path / "global", "model.attention.align=global")
-    Trainer(config=plain).fit()
-    assert all("centre_range" not in json.loads(line) for line in (tmp_path / "global" / "metrics.jsonl").open())
+    for align in ("global", "local-m"):  # no centre, or one that walks with t by construction
+        Trainer(config=tiny_config(corpus, tmp_path / align, f"model.attention.align={align}")).fit()
+        assert all("centre_range" not in json.loads(line) for line in (tmp_path / align / "metrics.jsonl").open())
 
 
 @pytest.mark.parametrize(("align", "scale", "groups"), [("local-p", 0.1, 2), ("local-p", 1.0, 1), ("global", 0.1, 1)])
