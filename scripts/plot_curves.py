@@ -17,7 +17,7 @@ the last log record and a validation).
 
 ``--table`` prints, as a Markdown table, every validation of each run: its dev perplexity, greedy
 dev BLEU (where logged), training minutes by the same clock, and local-p's p_t range (where logged),
-a row per validation (labelled by the first run's epoch and step).
+a row per validated step, labelled with its epoch.
 """
 
 from __future__ import annotations
@@ -128,26 +128,25 @@ def curve(records: Sequence[dict[str, Any]], key: str) -> list[tuple[float, floa
 
 
 def table(runs: dict[str, list[dict[str, Any]]]) -> str:
-    """Each run's validations side by side (see the module's notes), as Markdown."""
-    columns = {}  # label -> cells, one per validation
-    labels: list[str] = []  # per row: epoch (step), from the first run that has the row
+    """Each run's validations side by side (see the module's notes), as Markdown: a row per validated
+    step, ``–`` where a run has no validation there or lacks a figure (minutes: no log record yet)."""
+    cells: dict[str, dict[int, str]] = {}  # run -> step -> cell
+    labels: dict[int, str] = {}  # step -> "epoch (step)", from the first run validating there
+    headers = []
     for name, records in runs.items():
         validations = [record for record in current(records) if record["event"] == "valid"]
-        times = [seconds for seconds, _ in curve(records, "dev_ppl")]
-        cells = []
-        for record, seconds in zip(validations, times, strict=True):
-            figures = [f"{record['dev_ppl']:.2f}"]
-            figures += [f"{record['dev_bleu']:.2f}"] if "dev_bleu" in record else []
-            cell = ", ".join([*figures, f"{seconds / 60:.1f}"])
-            cells.append(cell + (f" ({record['centre_range']:.2f})" if "centre_range" in record else ""))
-        columns[name] = cells
-        labels += [f"{v.get('epoch', '?')} ({v['step']})" for v in validations[len(labels) :]]
-    lines = [
-        "| epoch (updates) | " + " | ".join(f"{name}: dev ppl, BLEU, minutes" for name in columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for row, label in enumerate(labels):
-        lines.append(f"| {label} | " + " | ".join(c[row] if row < len(c) else "–" for c in columns.values()) + " |")
+        minutes = [f"{seconds / 60:.1f}" for seconds, _ in curve(records, "dev_ppl")] or ["–"] * len(validations)
+        cells[name] = {}
+        for record, spent in zip(validations, minutes, strict=True):
+            bleu = f"{record['dev_bleu']:.2f}" if "dev_bleu" in record else "–"
+            centre = f" ({record['centre_range']:.2f})" if "centre_range" in record else ""
+            cells[name][record["step"]] = f"{record['dev_ppl']:.2f}, {bleu}, {spent}{centre}"
+            labels.setdefault(record["step"], f"{record.get('epoch', '?')} ({record['step']})")
+        ranges = any("centre_range" in record for record in validations)
+        headers.append(f"{name}: dev ppl, BLEU, minutes" + (" (p_t range)" if ranges else ""))
+    lines = ["| epoch (updates) | " + " | ".join(headers) + " |", "|---|" + "---|" * len(runs)]
+    for step in sorted(labels):
+        lines.append(f"| {labels[step]} | " + " | ".join(run.get(step, "–") for run in cells.values()) + " |")
     return "\n".join(lines)
 
 

@@ -385,11 +385,20 @@ def test_plot_curves_tabulates_every_validation_of_each_run(tmp_path, capsys):
     plot = script("plot_curves")
     assert plot.main([str(tmp_path / name) for name in ("global", "local_p", "nofeed")] + ["--table"]) == 0
     header, rule, *rows = capsys.readouterr().out.splitlines()
-    assert header.count("dev ppl, BLEU, minutes") == 3 and rule == "|---|---|---|---|"
+    assert header.count("dev ppl, BLEU, minutes") == 3 and header.count("(p_t range)") == 1
+    assert rule == "|---|---|---|---|"
     assert rows == [  # minutes of the updates alone: 4, 7 and 10 seconds
-        "| 1 (4) | 9.00, 1.00, 0.1 | 9.00, 1.00, 0.1 (0.50) | 9.00, 0.1 |",
+        "| 1 (4) | 9.00, 1.00, 0.1 | 9.00, 1.00, 0.1 (0.50) | 9.00, –, 0.1 |",
         "| 2 (7) | 8.00, 2.00, 0.1 | 8.00, 2.00, 0.1 (0.50) | – |",
         "| 3 (10) | 7.00, 3.00, 0.2 | – | – |",
+    ]
+    # rows follow the steps: a run validating elsewhere, or before its first log record, fills its own
+    early = [{"event": "valid", "step": 5, "epoch": 1, "time": 1.0, "dev_ppl": 20.0}]
+    assert plot.table({"a": with_epochs, "b": early}).splitlines()[2:] == [
+        "| 1 (4) | 9.00, 1.00, 0.1 | – |",
+        "| 1 (5) | – | 20.00, –, – |",
+        "| 2 (7) | 8.00, 2.00, 0.1 | – |",
+        "| 3 (10) | 7.00, 3.00, 0.2 | – |",
     ]
     with pytest.raises(SystemExit) as usage:  # neither --out nor --table: argparse's usage error
         plot.main([str(tmp_path / "global")])
