@@ -523,15 +523,33 @@ def test_cli_without_references_aligns_the_translations(corpus, tmp_path, capsys
     assert [g.sure for g in read_alignments(out / "alignments.txt")] == predicted
 
 
+def spy_on_attention(monkeypatch) -> list[tuple[str, bool, object, str | None]]:
+    """Replace the CLI's forced and translated attention by spies that record, per call, which ran, whether
+    the model was quantized, the CPU's autocast dtype (False: none) and the search's precision."""
+    calls = []
+
+    def spy(name, function):
+        def called(model, *args, config=None, **kwargs):
+            autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")
+            calls.append((name, is_quantized(model), autocast, None if config is None else config.precision))
+            return function(model, *args, **kwargs) if config is None else function(model, *args, config=config)
+
+        monkeypatch.setattr(align_cli, name, called)
+
+    spy("forced_attention", forced_attention)
+    spy("translated_attention", translated_attention)
+    return calls
+
+
 @pytest.mark.parametrize("references", [True, False])
 def test_cli_aligns_with_an_int8_model(corpus, tmp_path, references, monkeypatch):
     """--precision int8 quantizes the model once and aligns with it: the links of the library on an int8 copy."""
-    quantized = []
-    monkeypatch.setattr(align_cli, "quantize_model", lambda model: quantized.append(quantize_model(model)) or model)
+    calls = spy_on_attention(monkeypatch)
     out = tmp_path / "out"
     extra = ["--tgt", corpus["tgt"]] if references else []
     assert align_cli.main(align(corpus, out, "--precision", "int8", "--heatmaps", "0", *extra)) == 0
-    assert len(quantized) == 1 and is_quantized(quantized[0])
+    want = ("forced_attention", True, False, None) if references else ("translated_attention", True, False, "int8")
+    assert calls == [want]
     loaded = load_model(corpus["ckpt"])
     model, tokenizers = quantize_model(copy.deepcopy(loaded.model)), (loaded.src_tokenizer, loaded.tgt_tokenizer)
     if references:
@@ -543,18 +561,21 @@ def test_cli_aligns_with_an_int8_model(corpus, tmp_path, references, monkeypatch
 
 
 def test_cli_aligns_under_bf16_autocast_and_refuses_fp16_on_the_cpu(corpus, tmp_path, capsys, monkeypatch):
-    seen = []
-
-    def forced(*args, **kwargs):
-        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
-        return forced_attention(*args, **kwargs)
-
-    monkeypatch.setattr(align_cli, "forced_attention", forced)
-    args = align(corpus, tmp_path / "out", "--tgt", corpus["tgt"], "--heatmaps", "0", "--device", "cpu")
-    assert align_cli.main([*args, "--precision", "bf16"]) == 0
-    assert seen == [torch.bfloat16]
+    """bf16 searches and force-decodes under autocast; on the CPU teacher forcing keeps its steps in
+    float32 (as training does), so forced alignment there is fp32's."""
+    calls = spy_on_attention(monkeypatch)
+    args = align(corpus, tmp_path / "bf16", "--heatmaps", "0", "--device", "cpu", "--precision", "bf16")
+    assert align_cli.main(args) == 0
+    assert align_cli.main([*args, "--tgt", corpus["tgt"]]) == 0
+    assert calls == [
+        ("translated_attention", False, torch.bfloat16, "bf16"),
+        ("forced_attention", False, torch.bfloat16, None),
+    ]
+    fp32 = align(corpus, tmp_path / "fp32", "--heatmaps", "0", "--device", "cpu", "--tgt", corpus["tgt"])
+    assert align_cli.main(fp32) == 0
+    assert (tmp_path / "bf16" / "alignments.txt").read_text() == (tmp_path / "fp32" / "alignments.txt").read_text()
     capsys.readouterr()  # a CPU without bf16 instructions warns
-    assert align_cli.main([*args, "--precision", "fp16"]) == 1
+    assert align_cli.main([*fp32, "--precision", "fp16"]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("nmt-align: error: --precision=fp16 needs a CUDA device"), line
 

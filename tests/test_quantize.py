@@ -68,6 +68,7 @@ def test_an_int8_layers_rows_give_its_columns(bias: bool) -> None:
     x, index = torch.randn(7, 32) * 2, torch.tensor([0, 3, 4, 17, 49, 12])
     with torch.no_grad():
         torch.testing.assert_close(layer.rows(index)(x), layer(x)[:, index], rtol=1e-5, atol=1e-6)
+        assert layer.rows(index[:0])(x).shape == (7, 0)
 
 
 @pytest.mark.parametrize("fields", CONFIGS.values(), ids=CONFIGS.keys())

@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=list(PRECISIONS),
         help="as nmt-translate's (default: the checkpoint's decode.precision): fp32; bf16 autocast (fp16: CUDA "
-        "only); int8: weights quantized at load (CPU only)",
+        "only; on the CPU forced decoding keeps its steps in fp32, as training does); int8: weights quantized at "
+        "load (CPU only)",
     )
     parser.add_argument(
         "--replace-invalid", action="store_true", help="replace invalid UTF-8 bytes in --src/--tgt instead of failing"
