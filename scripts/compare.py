@@ -30,7 +30,8 @@ to stderr; each run's training log to ``OUT/NAME/compare.log``. The table is col
 ``OUT/*/result.json`` of the given systems measured with this budget (so seeds run by an earlier
 comparison appear too): ``OUT/results.md`` (mean ± standard deviation over the seeds) and
 ``OUT/results.json`` (every run, and the table's numbers), written also when some runs failed, which
-makes the exit status 1.
+makes the exit status 1. ``--collect`` runs nothing and writes the table of what is finished so far
+(a matrix between sessions).
 """
 
 from __future__ import annotations
@@ -128,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--aer-steps", type=int, default=AER_STEPS, help=f"updates of the AER run (default {AER_STEPS})"
     )
     parser.add_argument("--beam", type=int, default=5, help="beam size for the test translation (default 5)")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="run nothing: write the table of what is finished so far, and log what is left to do",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
     add_common_args(parser)
@@ -154,7 +160,7 @@ def _compare(args: argparse.Namespace) -> int:
             log.info("%s: to do: %s", job.name, ", ".join(missing))
         else:
             log.info("%s: done earlier (%s)", job.name, job.run_dir / "result.json")
-    failures = _run_pending(pending, budget, args.jobs)
+    failures = {} if args.collect else _run_pending(pending, budget, args.jobs)
     systems = list(dict.fromkeys(job.system for job in jobs))
     runs = collect(out, systems, budget)
     tests = list(dict.fromkeys(test.name for job in jobs for test in job.tests))

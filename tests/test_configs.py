@@ -310,9 +310,10 @@ def matrix(tmp_path, monkeypatch):
     common = [*tests, "--out", str(tmp_path / "out"), "--max-steps", "4", "--jobs", "2", "--quiet"]
     aer = ["--aer-corpus", str(tmp_path / "data"), "--aer-steps", "3"]
 
-    def run(*configs: str, seeds: tuple[str, ...] = ()) -> int:
+    def run(*configs: str, seeds: tuple[str, ...] = (), collect: bool = False) -> int:
         paths = [str(tmp_path / f"{name}.yaml") for name in configs]
-        return script("compare").main([*paths, *common, *aer, *(["--seeds", *seeds] if seeds else [])])
+        extra = [*(["--seeds", *seeds] if seeds else []), *(["--collect"] if collect else [])]
+        return script("compare").main([*paths, *common, *aer, *extra])
 
     return run
 
@@ -323,6 +324,10 @@ def test_compare_resumes_an_interrupted_run_skips_finished_ones_and_collects_the
     # a run interrupted after 2 of its 4 updates, as the comparison starts it
     overrides = [f"train.save_dir={out}/dot", "train.threads=1", "train.max_steps=2", "train.seed=1234"]
     Trainer(config=load_config(tmp_path / "dot.yaml", overrides)).fit()
+    assert matrix("dot", "local", collect=True) == 0  # runs nothing: a table of no finished run
+    assert not list(out.glob("*/result.json"))
+    lines = (out / "results.md").read_text().splitlines()
+    assert lines[2] == "" and lines[3].startswith("Budget:")  # the header and its rule, then no row
 
     assert matrix("dot", "local") == 0
     dot = json.loads((out / "dot/result.json").read_text(encoding="utf-8"))
@@ -341,6 +346,8 @@ def test_compare_resumes_an_interrupted_run_skips_finished_ones_and_collects_the
         "local.seed7",
     ]
 
+    assert matrix("dot", "local", collect=True) == 0  # the table so far, both systems
+    assert [row["system"] for row in json.loads((out / "results.json").read_text())["systems"]] == ["dot", "local"]
     assert matrix("dot") == 0  # nothing to run; the table collects dot's seeds from disk
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert [(row["system"], row["seeds"]) for row in results["systems"]] == [("dot", [1234, 7])]
