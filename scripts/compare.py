@@ -20,7 +20,9 @@ With ``--aer-corpus DIR`` (a sample corpus, ``nmt-sample DIR``) each run also tr
 configuration on that corpus, in ``OUT/NAME/sample``: the model and training settings of the config,
 the data settings and validation interval of ``configs/quickstart.yaml`` with its splits in DIR, and
 ``--aer-steps`` updates (default 1580: 20 epochs in the Multi30k configs' batches of 64). The AER of
-its ``best.pt`` on DIR's dev split against ``dev.align`` is measured as ``nmt-align --gold`` measures it.
+its ``best.pt`` on DIR's dev split against ``dev.align`` is measured as ``nmt-align --gold`` measures it,
+with each target word's attention taken from the step that predicts it (the paper's) and from the
+step that reads it (``--attention-step input``: models whose attention lags a word score better so).
 
 Resuming: every stage a run finishes (training, each test set, the AER) is recorded in
 ``OUT/NAME/result.json`` at once, and only the missing stages run when the comparison is started
@@ -243,7 +245,7 @@ def _missing(job: Job, result: dict[str, Any]) -> list[str]:
     """The stages ``job`` has still to run: training, a test set's scores, the AER."""
     missing = [] if "steps" in result else ["training"]
     missing += [test.name for test in job.tests if test.name not in result.get("tests", {})]
-    if job.shared.aer_corpus is not None and "aer" not in result:
+    if job.shared.aer_corpus is not None and not _has_aer(result):
         missing.append("AER")
     return missing
 
@@ -320,7 +322,7 @@ def _finish(job: Job, budget: dict[str, Any]) -> dict[str, Any]:
     for test, scores in _scores(job, config, [test for test in job.tests if test.name not in tests]):
         tests[test.name] = scores
         _write(path, json.dumps(result, indent=2) + "\n")
-    if job.shared.aer_corpus is not None and "aer" not in result:
+    if job.shared.aer_corpus is not None and not _has_aer(result):
         sample = on_sample(config, job.shared.aer_corpus, job.shared.aer_steps, save_dir=job.run_dir / "sample")
         result["aer"] = {**_sample_aer(sample, job.shared.aer_corpus), "budget": _aer_budget(job)}
         _write(path, json.dumps(result, indent=2) + "\n")
@@ -388,15 +390,25 @@ def on_sample(config: Config, corpus: Path, steps: int, *, save_dir: Path) -> Co
     return dataclasses.replace(config, data=data, train=train)
 
 
+def _has_aer(result: dict[str, Any]) -> bool:
+    """Whether ``result`` holds both AERs (runs before the input step's was added hold one: measured again)."""
+    return "input_step" in result.get("aer", {})
+
+
 def _sample_aer(config: Config, corpus: Path) -> dict[str, Any]:
-    """Train ``config`` (or continue it), then the AER of its ``best.pt`` on the dev split against ``dev.align``."""
+    """Train ``config`` (or continue it), then the AER of its ``best.pt`` on the dev split against ``dev.align``:
+    the predicting step's at the top level, the input step's under ``input_step``."""
     trained = _train(config)
     loaded = load_model(Path(config.train.save_dir) / "best.pt", pick_device(config.train.device))
     dev = read_split(config.data, "dev")
     gold = read_alignments(corpus / "dev.align")
     sentences = forced_attention(loaded.model, loaded.src_tokenizer, loaded.tgt_tokenizer, dev.src, dev.tgt)
-    scores = alignment_scores([sentence_links(sentence) for sentence in sentences], gold)
-    return {**scores._asdict(), "steps": trained["steps"], "dev_ppl": trained["dev_ppl"]}
+    scores, shifted = (
+        alignment_scores([sentence_links(sentence, attention_step=step) for sentence in sentences], gold)
+        for step in ("predicting", "input")
+    )
+    input_step = {"aer": shifted.aer, "lagging": shifted.lagging}
+    return {**scores._asdict(), "input_step": input_step, "steps": trained["steps"], "dev_ppl": trained["dev_ppl"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,6 +440,7 @@ def columns(tests: Sequence[str]) -> list[tuple[str, Callable[[dict[str, Any]], 
         *((f"{label} {name}", of_test(name, metric), "{:.2f}") for name in tests for label, metric in METRICS),
         ("decode sent/s", _decode_speed, "{:.1f}"),
         ("AER", lambda run: run.get("aer", {}).get("aer"), "{:.3f}"),
+        ("AER, input step", lambda run: run.get("aer", {}).get("input_step", {}).get("aer"), "{:.3f}"),
     ]
 
 
@@ -484,7 +497,8 @@ def markdown_table(
     aer = sorted({(run["aer"]["budget"]["corpus"], run["aer"]["budget"]["steps"]) for run in runs if "aer" in run})
     lines += [
         f"AER: the dev split of {corpus} against its gold alignments, each configuration trained {steps} updates "
-        "there with configs/quickstart.yaml's data settings."
+        "there with configs/quickstart.yaml's data settings; a target word's attention from the step that predicts "
+        "it, or (input step) from the step that reads it."
         for corpus, steps in aer
     ]
     scored = [test for run in runs for test in run.get("tests", {}).values()]

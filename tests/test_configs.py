@@ -267,7 +267,7 @@ def test_compare_writes_a_markdown_table_with_a_column_per_test_set_and_the_seed
             "t16": test | {"bleu": 30.0, "chrf": 55.0, "decode_s": 2.0},
             "t17": test | {"bleu": 20.0, "chrf": 50.0, "decode_s": 2.0},
         },
-        "aer": {"aer": 0.4, "budget": {"corpus": "data/sample", "steps": 790}},
+        "aer": {"aer": 0.4, "input_step": {"aer": 0.3}, "budget": {"corpus": "data/sample", "steps": 790}},
     }
     seed7 = run | {"seed": 7, "dev_ppl": 13.3456, "tests": {"t16": run["tests"]["t16"] | {"bleu": 32.0}}}
     unvalidated = run | {"system": "local_m_dot", "attention": "local-m, dot", "dev_ppl": None}
@@ -279,16 +279,17 @@ def test_compare_writes_a_markdown_table_with_a_column_per_test_set_and_the_seed
     table = compare.markdown_table(rows, runs, budget, ["t16", "t17"])
     assert table.splitlines() == [
         "| config | attention | input feed | seeds | steps | dev ppl | BLEU t16 | chrF t16 | BLEU t17 | chrF t17 "
-        "| decode sent/s | AER |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| decode sent/s | AER | AER, input step |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         "| global_dot | global, dot | yes | 2 | 2000 ± 0 | 12.85 ± 0.71 | 31.00 ± 1.41 | 55.00 ± 0.00 | 20.00 | 50.00 "
-        "| 50.0 ± 0.0 | 0.400 ± 0.000 |",
-        "| local_m_dot | local-m, dot | yes | 1 | 2000 | n/a | 30.00 | 55.00 | 20.00 | 50.00 | 50.0 | n/a |",
+        "| 50.0 ± 0.0 | 0.400 ± 0.000 | 0.300 ± 0.000 |",
+        "| local_m_dot | local-m, dot | yes | 1 | 2000 | n/a | 30.00 | 55.00 | 20.00 | 50.00 | 50.0 | n/a | n/a |",
         "",
         "Budget: the configs' own limits with train.threads=1; test sets translated with beam 5; 1 CPU thread(s) "
         "per run. Several seeds: mean ± standard deviation.",
         "AER: the dev split of data/sample against its gold alignments, each configuration trained 790 updates "
-        "there with configs/quickstart.yaml's data settings.",
+        "there with configs/quickstart.yaml's data settings; a target word's attention from the step that predicts "
+        "it, or (input step) from the step that reads it.",
         "BLEU signature: `nrefs:1|tok:13a`",
         "chrF signature: `nrefs:1|nc:6`",
     ]
@@ -334,7 +335,17 @@ def test_compare_resumes_an_interrupted_run_skips_finished_ones_and_collects_the
     assert "resumed from step 2" in (out / "dot/compare.log").read_text(encoding="utf-8")
     assert (dot["steps"], dot["seed"], sorted(dot["tests"]), dot["aer"]["steps"]) == (4, 1234, ["dev", "test"], 3)
     assert 0 <= dot["aer"]["aer"] <= 1 and dot["aer"]["sentences"] == 6
+    input_step = dot["aer"]["input_step"]
     assert (out / "dot/test.hyp.de").is_file() and (out / "dot/sample/best.pt").is_file()
+    assert 0 <= input_step["aer"] <= 1
+
+    # a run measured before the input step's AER was recorded: only the AER is measured again, on its model
+    del dot["aer"]["input_step"]
+    (out / "dot/result.json").write_text(json.dumps(dot), encoding="utf-8")
+    trained = {path: path.stat().st_mtime_ns for path in (out / "dot").rglob("*.pt")}
+    assert matrix("dot", "local") == 0
+    assert json.loads((out / "dot/result.json").read_text(encoding="utf-8"))["aer"]["input_step"] == input_step
+    assert {path: path.stat().st_mtime_ns for path in trained} == trained
 
     finished = {path: path.stat().st_mtime_ns for path in out.glob("*/result.json")}
     assert matrix("dot", "local", seeds=("1234", "7")) == 0  # seed 1234 is the configs' own: done earlier
@@ -352,8 +363,8 @@ def test_compare_resumes_an_interrupted_run_skips_finished_ones_and_collects_the
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert [(row["system"], row["seeds"]) for row in results["systems"]] == [("dot", [1234, 7])]
     header, _, row = (out / "results.md").read_text(encoding="utf-8").splitlines()[:3]
-    assert "| BLEU test | chrF test | BLEU dev | chrF dev | decode sent/s | AER |" in header
-    assert row.startswith("| dot | global, dot | yes | 2 | 4 ± 0 |") and row.count("±") == 8
+    assert "| BLEU test | chrF test | BLEU dev | chrF dev | decode sent/s | AER | AER, input step |" in header
+    assert row.startswith("| dot | global, dot | yes | 2 | 4 ± 0 |") and row.count("±") == 9
 
 
 # ---------------------------------------------------------------------------------------------
