@@ -24,7 +24,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import yaml
@@ -66,6 +66,15 @@ STUCK_RANGE = 0.1
 p_t had not learned showed 0.00-0.05 on the sample corpus, learning ones 0.7-0.98."""
 
 
+class StopRequest(Protocol):
+    """What asks training to stop: a :class:`threading.Event`, or a :mod:`multiprocessing` one shared
+    with worker processes (``scripts/compare.py``)."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+
 class TrainResult(NamedTuple):
     """How a run ended."""
 
@@ -94,7 +103,7 @@ class Trainer:
         *,
         config: Config,
         resume: bool = False,
-        stop: threading.Event | None = None,
+        stop: StopRequest | None = None,
         ranks: Ranks = ONE_PROCESS,
     ) -> None:
         check_run_config(config)

@@ -27,7 +27,10 @@ step that reads it (``--attention-step input``: models whose attention lags a wo
 Resuming: every stage a run finishes (training, each test set, the AER) is recorded in
 ``OUT/NAME/result.json`` at once, and only the missing stages run when the comparison is started
 again with the same budget; a training run interrupted between checkpoints continues from its
-``last.pt``. ``--jobs N --threads T`` runs N runs at once, each with T CPU threads. Progress goes
+``last.pt``. Ctrl-C or SIGTERM (to the comparison or to its process group) stops every run as
+``nmt-train`` stops: training checkpoints after its current update, no further stage starts, and
+the comparison exits with 128 + the signal's number; a second signal stops it at once.
+``--jobs N --threads T`` runs N runs at once, each with T CPU threads. Progress goes
 to stderr; each run's training log to ``OUT/NAME/compare.log``. The table is collected from every
 ``OUT/*/result.json`` of the given systems measured with this budget (so seeds run by an earlier
 comparison appear too): ``OUT/results.md`` (mean ± standard deviation over the seeds) and
@@ -44,8 +47,10 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import signal
 import statistics
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -56,13 +61,13 @@ import torch
 
 from nmt.align import alignment_scores, forced_attention, read_alignments, sentence_links
 from nmt.checkpoint import load_model
-from nmt.cli.common import add_common_args, run, write_lines
+from nmt.cli.common import add_common_args, run, stop_on_signals, write_lines
 from nmt.config import Config, load_config
 from nmt.data import read_split
 from nmt.device import pick_device
 from nmt.errors import NMTError
 from nmt.evaluate import corpus_scores
-from nmt.train import Trainer
+from nmt.train import StopRequest, Trainer
 from nmt.translate import Translator, load_translator, translate_lines
 
 log = logging.getLogger("compare")
@@ -70,6 +75,10 @@ log = logging.getLogger("compare")
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 AER_STEPS = 1580  # 20 epochs of nmt-sample's 5000 pairs in batches of 64; at 10 most runs end mid-climb
 METRICS = (("BLEU", "bleu"), ("chrF", "chrf"))  # a test set's columns: header, result key
+
+
+class Stopped(Exception):
+    """A stop request (Ctrl-C or SIGTERM to the comparison) ended a run before its last stage."""
 
 
 class TestSet(NamedTuple):
@@ -162,7 +171,8 @@ def _compare(args: argparse.Namespace) -> int:
             log.info("%s: to do: %s", job.name, ", ".join(missing))
         else:
             log.info("%s: done earlier (%s)", job.name, job.run_dir / "result.json")
-    failures = {} if args.collect else _run_pending(pending, budget, args.jobs)
+    received: list[str] = []
+    failures = {} if args.collect else _run_pending(pending, budget, args.jobs, received)
     systems = list(dict.fromkeys(job.system for job in jobs))
     runs = collect(out, systems, budget)
     tests = list(dict.fromkeys(test.name for job in jobs for test in job.tests))
@@ -172,6 +182,9 @@ def _compare(args: argparse.Namespace) -> int:
     log.info("wrote %s and %s", out / "results.md", out / "results.json")
     for name, message in failures.items():
         log.error("%s failed: %s", name, message)
+    if received:
+        log.info("stopped by %s; run the same command again to continue", received[0])
+        return 128 + signal.Signals[received[0]].value
     return 1 if failures else 0
 
 
@@ -250,18 +263,31 @@ def _missing(job: Job, result: dict[str, Any]) -> list[str]:
     return missing
 
 
-def _run_pending(pending: list[Job], budget: dict[str, Any], workers: int) -> dict[str, str]:
-    """Finish ``pending`` in ``workers`` processes; returns the failures (run name -> message)."""
+def _run_pending(pending: list[Job], budget: dict[str, Any], workers: int, received: list[str]) -> dict[str, str]:
+    """Finish ``pending`` in ``workers`` processes; returns the failures (run name -> message).
+
+    The first Ctrl-C or SIGTERM (its name goes to ``received``) asks every worker to stop: a
+    training run checkpoints after its current update, and no further stage or run starts.
+    """
     failures: dict[str, str] = {}
     if not pending:
         return failures
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: its own torch threads, no forked locks
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    stop = context.Event()
+    with (
+        stop_on_signals(stop, received),
+        concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(stop,)
+        ) as pool,
+    ):
         futures = {pool.submit(run_job, job, budget): job for job in pending}
         log.info("running %d runs, %d at a time: %s", len(pending), workers, ", ".join(j.name for j in pending))
         for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
             job = futures[future]
             result, error = future.result()
+            if result is None and error is None:
+                log.info("[%d/%d] %s: stopped before it was finished", done, len(pending), job.name)
+                continue
             if error is not None:
                 failures[job.name] = error
                 log.error("[%d/%d] %s failed (see %s): %s", done, len(pending), job.name, job.run_dir, error)
@@ -276,8 +302,21 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+_STOP: StopRequest = threading.Event()  # a worker's stop request: the comparison's shared event (_start_worker)
+
+
+def _start_worker(stop: StopRequest) -> None:
+    """Make ``stop`` the worker's stop request, set by the comparison on Ctrl-C or SIGTERM and by a
+    SIGTERM to the worker itself; Ctrl-C, which a terminal sends to every process, is the comparison's."""
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+
 def run_job(job: Job, budget: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-    """Run the missing stages of one run (in a worker process); returns (result, None) or (None, error message)."""
+    """Run the missing stages of one run (in a worker process); returns (result, None), (None, error
+    message), or (None, None) if a stop request ended it first."""
     job.run_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO,
@@ -288,6 +327,9 @@ def run_job(job: Job, budget: dict[str, Any]) -> tuple[dict[str, Any] | None, st
     torch.set_num_threads(job.shared.threads)
     try:
         return _finish(job, budget), None
+    except Stopped as stopped:
+        logging.getLogger("compare").info("%s", stopped)
+        return None, None
     except NMTError as err:
         logging.getLogger("compare").error("%s", err)
         return None, str(err)
@@ -299,8 +341,10 @@ def run_job(job: Job, budget: dict[str, Any]) -> tuple[dict[str, Any] | None, st
 def _finish(job: Job, budget: dict[str, Any]) -> dict[str, Any]:
     """Train, score each test set and measure the AER, skipping what ``result.json`` holds already.
 
-    ``result.json`` is rewritten after every stage, so an interruption loses the current stage only.
+    ``result.json`` is rewritten after every stage, so an interruption loses the current stage only;
+    a stop request ends training with a checkpoint and starts no further stage (raises :class:`Stopped`).
     """
+    _check_stop("before training")
     path = job.run_dir / "result.json"
     result = _earlier_result(job, budget)
     overrides = [*job.overrides, f"train.save_dir={job.run_dir}", f"train.threads={job.shared.threads}"]
@@ -322,6 +366,7 @@ def _finish(job: Job, budget: dict[str, Any]) -> dict[str, Any]:
     for test, scores in _scores(job, config, [test for test in job.tests if test.name not in tests]):
         tests[test.name] = scores
         _write(path, json.dumps(result, indent=2) + "\n")
+        _check_stop(f"after scoring {test.name}")
     if job.shared.aer_corpus is not None and not _has_aer(result):
         sample = on_sample(config, job.shared.aer_corpus, job.shared.aer_steps, save_dir=job.run_dir / "sample")
         result["aer"] = {**_sample_aer(sample, job.shared.aer_corpus), "budget": _aer_budget(job)}
@@ -329,10 +374,18 @@ def _finish(job: Job, budget: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _check_stop(when: str) -> None:
+    if _STOP.is_set():
+        raise Stopped(f"stop requested {when}; run the comparison again to continue")
+
+
 def _train(config: Config) -> dict[str, Any]:
-    """Train (or continue) the run in ``train.save_dir``; how it ended."""
+    """Train (or continue) the run in ``train.save_dir``; how it ended. A stop request raises
+    :class:`Stopped` once training has checkpointed."""
     start = time.perf_counter()
-    trained = Trainer(config=config, resume=(Path(config.train.save_dir) / "last.pt").exists()).fit()
+    trained = Trainer(config=config, resume=(Path(config.train.save_dir) / "last.pt").exists(), stop=_STOP).fit()
+    if trained.reason == "stop requested":
+        raise Stopped(f"stop requested: checkpointed at step {trained.step}; run the comparison again to continue")
     return {
         "steps": trained.step,
         "epochs": trained.epoch,

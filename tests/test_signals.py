@@ -139,3 +139,21 @@ def test_a_damaged_last_checkpoint_names_the_one_to_resume_from(config, tmp_path
     subprocess.run(["ln", "-f", run / "step_00000002.pt", run / "last.pt"], check=True)
     assert train_cli.main(["--config", str(config), *TINY, "train.max_steps=6", "--resume"]) == 0
     assert load_checkpoint(run / "last.pt")["step"] == 6
+
+
+def test_sigterm_to_a_comparison_checkpoints_its_run_and_starts_no_further_stage(config, tmp_path) -> None:
+    out = tmp_path / "out"
+    sets = [f"--set={override}" for override in (*TINY, "train.max_epochs=1000", "train.valid_every=100000")]
+    compare = Path(__file__).resolve().parents[1] / "scripts" / "compare.py"
+    argv = [sys.executable, str(compare), str(config), "--out", str(out), "--test", f"{tmp_path}/data/dev", *sets]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_steps(process, out / "tiny" / "metrics.jsonl", 3)
+    process.send_signal(signal.SIGTERM)  # to the comparison alone: it asks its worker to stop
+    _, err = process.communicate(timeout=WAIT)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "tiny: stopped before it was finished" in err and "Traceback" not in err
+    assert "stopped by SIGTERM; run the same command again to continue" in err
+    logged = [json.loads(line)["step"] for line in (out / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert load_checkpoint(out / "tiny" / "last.pt")["step"] == logged[-1] >= 3
+    assert "checkpointed at step" in (out / "tiny" / "compare.log").read_text(encoding="utf-8")
+    assert not (out / "tiny" / "result.json").exists() and not list((out / "tiny").glob("dev.hyp.*"))

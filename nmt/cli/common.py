@@ -9,7 +9,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -21,7 +22,10 @@ from nmt.device import pick_device
 from nmt.errors import NMTError
 from nmt.precision import PRECISIONS
 from nmt.search import LENGTH_PENALTIES
+from nmt.train import StopRequest
 from nmt.translate import Output, Translator, translate_lines
+
+log = logging.getLogger(__name__)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +66,37 @@ def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentPars
         with contextlib.suppress(OSError, ValueError):  # no flush at exit may hit the closed pipe again
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+
+
+SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: StopRequest, received: list[str], *, escalate: bool = True) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` (training checkpoints and returns); a second signal acts at once.
+
+    Under torchrun (``escalate=False``) every signal only sets ``stop``: torchrun passes the
+    terminal's Ctrl-C on to its workers, which then see it twice, and kills them itself if they
+    have not exited 30 s (its default) after it was signalled.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        again = " (again to stop now)" if escalate else ""
+        log.warning("%s received: saving a checkpoint after this update%s", received[-1], again)
+        stop.set()
+        if escalate:
+            signal.signal(signum, SIGNALS[signum])
+
+    if threading.current_thread() is not threading.main_thread():  # signals can only be handled there
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 # DecodeConfig fields with an option of the same name; options left out keep the checkpoint's value

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from nmt.cli.common import add_common_args, run
+from nmt.cli.common import add_common_args, run, stop_on_signals
 from nmt.config import load_config, non_defaults
 from nmt.device import pick_device
 from nmt.distributed import process_group
@@ -43,8 +42,6 @@ last train.keep_last), last.pt and best.pt (lowest dev perplexity). Ctrl-C or SI
 checkpoint after the current update and exits; a second Ctrl-C stops at once.
 """
 
-SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -70,7 +67,7 @@ def _train(args: argparse.Namespace) -> int:
     received: list[str] = []
     with (
         process_group(pick_device(config.train.device)) as ranks,
-        _stop_on_signals(stop, received, escalate=ranks.world_size == 1),
+        stop_on_signals(stop, received, escalate=ranks.world_size == 1),
     ):
         if not ranks.is_main:  # under torchrun rank 0 logs and draws progress for all; the others only warn
             logging.getLogger().setLevel(logging.WARNING)
@@ -86,34 +83,6 @@ def _train(args: argparse.Namespace) -> int:
         log.info("stopped by %s; %s", received[0], again)
         return 128 + signal.Signals[received[0]].value
     return 0
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event, received: list[str], *, escalate: bool = True) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``stop`` (training checkpoints and returns); a second signal acts at once.
-
-    Under torchrun (``escalate=False``) every signal only sets ``stop``: torchrun passes the
-    terminal's Ctrl-C on to its workers, which then see it twice, and kills them itself if they
-    have not exited 30 s (its default) after it was signalled.
-    """
-
-    def handler(signum: int, frame: object) -> None:
-        received.append(signal.Signals(signum).name)
-        again = " (again to stop now)" if escalate else ""
-        log.warning("%s received: saving a checkpoint after this update%s", received[-1], again)
-        stop.set()
-        if escalate:
-            signal.signal(signum, SIGNALS[signum])
-
-    if threading.current_thread() is not threading.main_thread():  # signals can only be handled there
-        yield
-        return
-    previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 class _ProgressBar:
