@@ -46,7 +46,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from nmt.config import DecodeConfig, choose
+from nmt.config import choose
 from nmt.data import Batch, Example, collate
 from nmt.errors import NMTError
 from nmt.model import Seq2Seq
@@ -342,15 +342,10 @@ def forced_attention(
 
 
 def translated_attention(
-    model: Seq2Seq,
-    src_tokenizer: Tokenizer,
-    tgt_tokenizer: Tokenizer,
-    sources: Sequence[str],
-    *,
-    config: DecodeConfig,
-    batch_size: int = 32,
+    translator: Translator, sources: Sequence[str], *, batch_size: int = 32
 ) -> list[SentenceAttention]:
-    """The attention of ``model``'s own best translation of each source.
+    """The attention of ``translator``'s best translation of each source (its model, one, not an
+    ensemble, and its search settings).
 
     The sources are translated as :func:`nmt.translate.search_lines` translates them (a blank
     line gets an empty translation, a source longer than the model reads is cut), then
@@ -359,8 +354,7 @@ def translated_attention(
     last piece's ``input`` row is that EOS step's, even where the search stopped at its length
     limit without predicting EOS.
     """
-    device = next(model.parameters()).device
-    translator = Translator(model, src_tokenizer, tgt_tokenizer, config, {}, device)
+    model, src_tokenizer, tgt_tokenizer = translator.model, translator.src_tokenizer, translator.tgt_tokenizer
     with _evaluating(model):
         searched = search_lines(sources, translator)
     hypotheses = [found.hypotheses[0].tokens if found.hypotheses else [] for found in searched]

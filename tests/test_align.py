@@ -38,6 +38,7 @@ from nmt.model import Seq2Seq
 from nmt.quantize import is_quantized, quantize_model
 from nmt.search import decode
 from nmt.tokenizer import EOS_ID, SPECIALS, SentencePieceTokenizer, WordTokenizer, word_ids
+from nmt.translate import Translator, load_translator
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -339,7 +340,8 @@ def test_translated_attention_is_the_search_attention_plus_eos(words, align):
     model = tiny_model(align)
     sources = ["the cat sat on the mat", "a dog", "dog"]
     config = DecodeConfig(beam=3, max_len_ratio=2.0)
-    sentences = translated_attention(model, words, words, sources, config=config, batch_size=2)
+    translator = Translator(model, words, words, config, {}, torch.device("cpu"))
+    sentences = translated_attention(translator, sources, batch_size=2)
     for text, sentence in zip(sources, sentences, strict=True):
         ids = words.encode(text)
         (best, *_) = decode(model, torch.tensor([[*ids, EOS_ID]]), torch.tensor([len(ids) + 1]), config=config)[0]
@@ -516,9 +518,7 @@ def test_cli_without_references_aligns_the_translations(corpus, tmp_path, capsys
     assert align_cli.main(align(corpus, out, "--format", "svg", "--attention-step", step)) == 0
     assert capsys.readouterr().out == ""
     assert len(list(out.glob("*.svg"))) == len(SOURCES)
-    loaded = load_model(corpus["ckpt"])
-    tokenizers = loaded.src_tokenizer, loaded.tgt_tokenizer
-    sentences = translated_attention(loaded.model, *tokenizers, SOURCES, config=loaded.config.decode)
+    sentences = translated_attention(load_translator([corpus["ckpt"]], torch.device("cpu")), SOURCES)
     predicted = [sentence_links(s, attention_step=step) for s in sentences]
     assert [g.sure for g in read_alignments(out / "alignments.txt")] == predicted
 
@@ -529,10 +529,13 @@ def spy_on_attention(monkeypatch) -> list[tuple[str, bool, object, str | None]]:
     calls = []
 
     def spy(name, function):
-        def called(model, *args, config=None, **kwargs):
+        def called(model_or_translator, *args, **kwargs):
             autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")
-            calls.append((name, is_quantized(model), autocast, None if config is None else config.precision))
-            return function(model, *args, **kwargs) if config is None else function(model, *args, config=config)
+            searching = isinstance(model_or_translator, Translator)
+            model = model_or_translator.model if searching else model_or_translator
+            precision = model_or_translator.config.precision if searching else None
+            calls.append((name, is_quantized(model), autocast, precision))
+            return function(model_or_translator, *args, **kwargs)
 
         monkeypatch.setattr(align_cli, name, called)
 
@@ -556,7 +559,7 @@ def test_cli_aligns_with_an_int8_model(corpus, tmp_path, references, monkeypatch
         sentences = forced_attention(model, *tokenizers, SOURCES, REFERENCES)
     else:
         config = DecodeConfig(**{**to_dict(loaded.config)["decode"], "precision": "int8"})
-        sentences = translated_attention(model, *tokenizers, SOURCES, config=config)
+        sentences = translated_attention(Translator(model, *tokenizers, config, {}, torch.device("cpu")), SOURCES)
     assert [g.sure for g in read_alignments(out / "alignments.txt")] == [sentence_links(s) for s in sentences]
 
 
@@ -577,7 +580,7 @@ def test_cli_aligns_under_bf16_autocast_and_refuses_fp16_on_the_cpu(corpus, tmp_
     capsys.readouterr()  # a CPU without bf16 instructions warns
     assert align_cli.main([*fp32, "--precision", "fp16"]) == 1
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("nmt-align: error: --precision=fp16 needs a CUDA device"), line
+    assert line.startswith("nmt-align: error: decode.precision=fp16 needs a CUDA device"), line
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -25,12 +24,11 @@ from nmt.align import (
     write_alignments,
 )
 from nmt.attention import NO_ATTENTION
-from nmt.checkpoint import load_model
 from nmt.cli.common import add_common_args, positive_int, read_lines, resolve_device, run
 from nmt.errors import NMTError
 from nmt.heatmaps import FORMATS, write_heatmaps
-from nmt.precision import INT8, PRECISIONS, autocast_for
-from nmt.quantize import quantize_model
+from nmt.precision import PRECISIONS, autocast_for
+from nmt.translate import load_translator
 
 log = logging.getLogger("nmt.align")
 
@@ -140,21 +138,20 @@ def _align(args: argparse.Namespace) -> int:
     except OSError as err:
         raise NMTError(f"{out}: cannot make the output directory ({err.strerror or err}); use another --out") from err
     device = resolve_device(args.device)
-    loaded = load_model(args.checkpoint, device=device)
-    if loaded.config.model.attention.align == NO_ATTENTION:
+    decode = {"precision": args.precision} if args.precision else None
+    translator = load_translator([args.checkpoint], device, decode=decode)  # int8: quantized there, once
+    if not translator.model.decoder.attention.attends:
         raise NMTError(
             f"{args.checkpoint}: this model has no attention (model.attention.align: {NO_ATTENTION}), so it "
             "gives no alignments; align with a model trained with attention"
         )
-    tokenizers = loaded.src_tokenizer, loaded.tgt_tokenizer
-    config = dataclasses.replace(loaded.config.decode, precision=args.precision or loaded.config.decode.precision)
-    autocast = autocast_for(device, config.precision, key="--precision", search=True)
-    model = quantize_model(loaded.model) if config.precision == INT8 else loaded.model
+    autocast = autocast_for(device, translator.config.precision, key="decode.precision", search=True)
     with autocast():
         if references is not None:
-            sentences = forced_attention(model, *tokenizers, sources, references)
+            tokenizers = translator.src_tokenizer, translator.tgt_tokenizer
+            sentences = forced_attention(translator.model, *tokenizers, sources, references)
         else:
-            sentences = translated_attention(model, *tokenizers, sources, config=config)
+            sentences = translated_attention(translator, sources)
     if gold is not None:
         _check_gold(args.gold, gold, sentences, one_based=args.gold_one_based)
     drawn = sentences[: max(args.heatmaps, 0)]
