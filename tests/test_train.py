@@ -183,6 +183,16 @@ def test_early_stopping_after_patience_validations(
     assert load_checkpoint(tmp_path / "best.pt")["step"] == 8
 
 
+def test_early_stopping_at_an_epoch_end_counts_that_epoch_complete(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    perplexities = iter([5.0, 6.0])  # validated once an epoch (10 updates): no better at the 2nd
+    monkeypatch.setattr(train_module, "dev_perplexity", lambda *args, **kwargs: next(perplexities))
+    overrides = ("train.patience=1", "train.valid_every=10", "train.max_steps=40")
+    result = Trainer(config=tiny_config(corpus, tmp_path, *overrides)).fit()
+    assert (result.step, result.epoch) == (20, 2) and result.reason.startswith("early stopping")
+
+
 class _Optimizer:
     def __init__(self, lr: float) -> None:
         self.param_groups = [{"lr": lr}, {"lr": 2 * lr}]
