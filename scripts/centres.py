@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,8 +31,10 @@ from matplotlib.figure import Figure
 
 from nmt.align import alignment_scores, forced_attention, read_alignments, sentence_links
 from nmt.checkpoint import load_checkpoint, load_model
+from nmt.cli.common import add_common_args, read_lines, run
 from nmt.data import Example, collate
 from nmt.diagnostics import centre_error, centre_spread, gold_positions, window_centres
+from nmt.errors import NMTError
 from nmt.objective import summed_nll
 
 GROUPS = ("W_p", "v_p", "W_a", "W_c", "encoder", "decoder.rnn", "generator")
@@ -58,9 +61,13 @@ def grad_norms(model: torch.nn.Module, batches: Sequence) -> dict[str, float]:
 def measure(path: Path, args: argparse.Namespace) -> tuple[dict, list]:
     loaded = load_model(path)
     model, src_tok, tgt_tok = loaded.model.eval(), loaded.src_tokenizer, loaded.tgt_tokenizer
-    sources = Path(args.src).read_text(encoding="utf-8").splitlines()[: args.limit]
-    references = Path(args.tgt).read_text(encoding="utf-8").splitlines()[: args.limit]
+    sources, references = read_lines(args.src)[: args.limit], read_lines(args.tgt)[: args.limit]
     gold = read_alignments(args.gold)[: len(sources)]
+    if not len(sources) == len(references) == len(gold):
+        raise NMTError(
+            f"{args.src}, {args.tgt} and {args.gold} give {len(sources)}, {len(references)} and {len(gold)} "
+            "pairs; give one line of each per sentence pair"
+        )
     sentences = forced_attention(model, src_tok, tgt_tok, sources, references)
     golds = [gold_positions(g, s.src_words, s.tgt_words) for g, s in zip(gold, sentences, strict=True)]
     examples = [Example(src_tok.encode(s), tgt_tok.encode(t)) for s, t in zip(sources, references, strict=True)]
@@ -106,8 +113,10 @@ def plot(traces: list, sentences: int, path: Path, title: str) -> None:
     fig.savefig(path, dpi=90)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="centres", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--src", required=True)
     parser.add_argument("--tgt", required=True)
@@ -115,14 +124,23 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     parser.add_argument("--plot", type=Path, help="PNG of p_t against the gold position (last checkpoint)")
     parser.add_argument("--sentences", type=int, default=8)
-    args = parser.parse_args()
+    add_common_args(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_centres, build_parser(), argv)
+
+
+def _centres(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     for path in args.checkpoints:
         record, traces = measure(path, args)
         print(json.dumps(record), flush=True)
     if args.plot:
         plot(traces, args.sentences, args.plot, f"{args.checkpoints[-1]} (step {record['step']})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

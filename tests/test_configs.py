@@ -368,6 +368,36 @@ def test_compare_resumes_an_interrupted_run_skips_finished_ones_and_collects_the
 
 
 # ---------------------------------------------------------------------------------------------
+# scripts/centres.py
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_centres_measures_each_checkpoint_and_plots_p_t_against_gold(tmp_path, capsys):
+    write_sample_corpus(tmp_path / "data", pairs=72, seed=5)
+    (tmp_path / "local.yaml").write_text(
+        TINY_RUN.format(score="general", align="local-p")
+        + f"data:\n  train: {tmp_path}/data/train\n  dev: {tmp_path}/data/dev\n"
+        + f"train:\n  valid_every: 2\n  batch_size: 16\n  max_steps: 4\n  save_dir: {tmp_path}/run\n",
+        encoding="utf-8",
+    )
+    Trainer(config=load_config(tmp_path / "local.yaml")).fit()
+    dev = [f"--src={tmp_path}/data/dev.en", f"--tgt={tmp_path}/data/dev.de", f"--gold={tmp_path}/data/dev.align"]
+    checkpoints = [str(tmp_path / "run" / name) for name in ("step_00000002.pt", "step_00000004.pt")]
+    centres = script("centres")
+    assert centres.main([*checkpoints, *dev, "--plot", str(tmp_path / "centres.png"), "--quiet"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [record["step"] for record in records] == [2, 4]
+    for record in records:
+        assert 0 <= record["spread_range"] <= 1 and record["centre_error"] >= 0 and 0 <= record["aer"] <= 1
+    assert (tmp_path / "centres.png").stat().st_size > 0
+    # a user's mistake is one line: here fewer gold alignments than sentence pairs
+    (tmp_path / "short.align").write_text("0-0\n", encoding="utf-8")
+    assert centres.main([checkpoints[0], *dev[:2], f"--gold={tmp_path}/short.align"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("centres: error: ") and "give one line of each per sentence pair" in line
+
+
+# ---------------------------------------------------------------------------------------------
 # scripts/plot_curves.py
 
 # One update a second. A validation at step 7 (no log record covers update 7) checkpoints; the session
