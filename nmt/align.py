@@ -344,8 +344,7 @@ def forced_attention(
 def translated_attention(
     translator: Translator, sources: Sequence[str], *, batch_size: int = 32
 ) -> list[SentenceAttention]:
-    """The attention of ``translator``'s best translation of each source (its model, one, not an
-    ensemble, and its search settings).
+    """The attention of ``translator``'s best translation of each source, with its search settings.
 
     The sources are translated as :func:`nmt.translate.search_lines` translates them (a blank
     line gets an empty translation, a source longer than the model reads is cut), then
@@ -353,8 +352,13 @@ def translated_attention(
     by step and add the EOS step, so both attention steps (:data:`ATTENTION_STEPS`) apply: the
     last piece's ``input`` row is that EOS step's, even where the search stopped at its length
     limit without predicting EOS.
+
+    Raises:
+        TypeError: for an ensemble's translator (one model's attention aligns).
     """
     model, src_tokenizer, tgt_tokenizer = translator.model, translator.src_tokenizer, translator.tgt_tokenizer
+    if not isinstance(model, Seq2Seq):
+        raise TypeError(f"alignments come from one model's attention, not from {type(model).__name__}")
     with _evaluating(model):
         searched = search_lines(sources, translator)
     hypotheses = [found.hypotheses[0].tokens if found.hypotheses else [] for found in searched]

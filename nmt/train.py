@@ -143,8 +143,8 @@ class Trainer:
 
     @property
     def epoch(self) -> int:
-        """The epochs completed."""
-        return self.position.epoch
+        """The epochs completed: one whose last update is done counts, though the next is not begun."""
+        return self.position.epoch + (self.position.batches_done >= self.batcher.count(self.position.epoch))
 
     @property
     def batches_done(self) -> int:
@@ -268,11 +268,9 @@ class Trainer:
             self._save(best=self._validate())
         elif self.saved_step != self.step:
             self._save(best=False)
-        # an epoch whose last update stopped training is complete, though the next is not begun
-        epochs = self.position.epoch + (self.position.batches_done >= self.batcher.count(self.position.epoch))
-        log.info("training ended at step %d with %d epochs complete: %s", self.step, epochs, reason)
+        log.info("training ended at step %d with %d epochs complete: %s", self.step, self.epoch, reason)
         best = self.best.dev_ppl if math.isfinite(self.best.dev_ppl) else None
-        return TrainResult(self.step, epochs, reason, self.last_dev_ppl, best, self.checkpoint)
+        return TrainResult(self.step, self.epoch, reason, self.last_dev_ppl, best, self.checkpoint)
 
     def _train(self, on_progress: Callable[[Progress], None]) -> str:
         """Run updates until there is a reason to stop; returns it."""

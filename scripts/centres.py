@@ -31,8 +31,8 @@ from matplotlib.figure import Figure
 
 from nmt.align import alignment_scores, forced_attention, read_alignments, sentence_links
 from nmt.checkpoint import load_checkpoint, load_model
-from nmt.cli.common import add_common_args, read_lines, run
-from nmt.data import Example, collate
+from nmt.cli.common import add_common_args, run
+from nmt.data import Example, collate, read_lines
 from nmt.diagnostics import centre_error, centre_spread, gold_positions, window_centres
 from nmt.errors import NMTError
 from nmt.objective import summed_nll
@@ -61,8 +61,9 @@ def grad_norms(model: torch.nn.Module, batches: Sequence) -> dict[str, float]:
 def measure(path: Path, args: argparse.Namespace) -> tuple[dict, list]:
     loaded = load_model(path)
     model, src_tok, tgt_tok = loaded.model.eval(), loaded.src_tokenizer, loaded.tgt_tokenizer
-    sources, references = read_lines(args.src)[: args.limit], read_lines(args.tgt)[: args.limit]
-    gold = read_alignments(args.gold)[: len(sources)]
+    texts = (read_lines(name, remedy="convert it to UTF-8")[: args.limit] for name in (args.src, args.tgt))
+    sources, references = texts
+    gold = read_alignments(args.gold)[: args.limit]
     if not len(sources) == len(references) == len(gold):
         raise NMTError(
             f"{args.src}, {args.tgt} and {args.gold} give {len(sources)}, {len(references)} and {len(gold)} "

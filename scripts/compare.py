@@ -29,7 +29,9 @@ Resuming: every stage a run finishes (training, each test set, the AER) is recor
 again with the same budget; a training run interrupted between checkpoints continues from its
 ``last.pt``. Ctrl-C or SIGTERM (to the comparison or to its process group) stops every run as
 ``nmt-train`` stops: training checkpoints after its current update, no further stage starts, and
-the comparison exits with 128 + the signal's number; a second signal stops it at once.
+the comparison exits with 128 + the signal's number; a second signal kills the workers at once (a
+checkpoint being written stays whole) and exits with 130. A SIGTERM to one worker stops every run
+too, and the comparison exits with 1.
 ``--jobs N --threads T`` runs N runs at once, each with T CPU threads. Progress goes
 to stderr; each run's training log to ``OUT/NAME/compare.log``. The table is collected from every
 ``OUT/*/result.json`` of the given systems measured with this budget (so seeds run by an earlier
@@ -75,6 +77,7 @@ log = logging.getLogger("compare")
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 AER_STEPS = 1580  # 20 epochs of nmt-sample's 5000 pairs in batches of 64; at 10 most runs end mid-climb
 METRICS = (("BLEU", "bleu"), ("chrF", "chrf"))  # a test set's columns: header, result key
+HELD = {signal.SIGINT, signal.SIGTERM}  # the signals a worker holds until it can handle them
 
 
 class Stopped(Exception):
@@ -172,7 +175,7 @@ def _compare(args: argparse.Namespace) -> int:
         else:
             log.info("%s: done earlier (%s)", job.name, job.run_dir / "result.json")
     received: list[str] = []
-    failures = {} if args.collect else _run_pending(pending, budget, args.jobs, received)
+    failures, stopped = ({}, []) if args.collect else _run_pending(pending, budget, args.jobs, received)
     systems = list(dict.fromkeys(job.system for job in jobs))
     runs = collect(out, systems, budget)
     tests = list(dict.fromkeys(test.name for job in jobs for test in job.tests))
@@ -185,7 +188,9 @@ def _compare(args: argparse.Namespace) -> int:
     if received:
         log.info("stopped by %s; run the same command again to continue", received[0])
         return 128 + signal.Signals[received[0]].value
-    return 1 if failures else 0
+    if stopped:  # a worker was signalled, not the comparison
+        log.error("stopped before they were finished: %s; run the same command again to continue", ", ".join(stopped))
+    return 1 if failures or stopped else 0
 
 
 def _jobs(args: argparse.Namespace, out: Path) -> list[Job]:
@@ -263,39 +268,65 @@ def _missing(job: Job, result: dict[str, Any]) -> list[str]:
     return missing
 
 
-def _run_pending(pending: list[Job], budget: dict[str, Any], workers: int, received: list[str]) -> dict[str, str]:
-    """Finish ``pending`` in ``workers`` processes; returns the failures (run name -> message).
+def _run_pending(
+    pending: list[Job], budget: dict[str, Any], workers: int, received: list[str]
+) -> tuple[dict[str, str], list[str]]:
+    """Finish ``pending`` in ``workers`` processes; returns the failures (run name -> message) and the
+    runs a stop request ended before they were finished.
 
     The first Ctrl-C or SIGTERM (its name goes to ``received``) asks every worker to stop: a
-    training run checkpoints after its current update, and no further stage or run starts.
+    training run checkpoints after its current update, and no further stage or run starts. A
+    second one kills the workers (a checkpoint being written stays whole: :mod:`nmt.checkpoint`)
+    and raises KeyboardInterrupt.
     """
     failures: dict[str, str] = {}
+    stopped: list[str] = []
     if not pending:
-        return failures
+        return failures, stopped
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: its own torch threads, no forked locks
     stop = context.Event()
-    with (
-        stop_on_signals(stop, received),
-        concurrent.futures.ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(stop,)
-        ) as pool,
-    ):
-        futures = {pool.submit(run_job, job, budget): job for job in pending}
+    with stop_on_signals(stop, received, second=signal.default_int_handler):
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD)  # the workers start with them held: see _start_worker
+        try:
+            pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(stop,)
+            )
+            futures = {pool.submit(run_job, job, budget): job for job in pending}
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
         log.info("running %d runs, %d at a time: %s", len(pending), workers, ", ".join(j.name for j in pending))
-        for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
-            job = futures[future]
-            result, error = future.result()
-            if result is None and error is None:
-                log.info("[%d/%d] %s: stopped before it was finished", done, len(pending), job.name)
-                continue
-            if error is not None:
-                failures[job.name] = error
-                log.error("[%d/%d] %s failed (see %s): %s", done, len(pending), job.name, job.run_dir, error)
-                continue
-            scores = ", ".join(f"{name} BLEU {test['bleu']:.2f}" for name, test in result["tests"].items())
-            aer = f", AER {result['aer']['aer']:.3f}" if result.get("aer", {}).get("aer") is not None else ""
-            log.info("[%d/%d] %s: %s, dev ppl %s%s", done, len(pending), job.name, scores, _num(result["dev_ppl"]), aer)
-    return failures
+        with pool:
+            try:
+                for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+                    job = futures[future]
+                    result, error = _outcome(future)
+                    if result is None and error is None:
+                        stopped.append(job.name)
+                        log.info("[%d/%d] %s: stopped before it was finished", done, len(pending), job.name)
+                    elif error is not None:
+                        failures[job.name] = error
+                        log.error("[%d/%d] %s failed (see %s): %s", done, len(pending), job.name, job.run_dir, error)
+                    else:
+                        log.info("[%d/%d] %s: %s", done, len(pending), job.name, _summary(result))
+            except KeyboardInterrupt:
+                for child in multiprocessing.active_children():
+                    child.kill()
+                raise
+    return failures, stopped
+
+
+def _outcome(future: concurrent.futures.Future) -> tuple[dict[str, Any] | None, str | None]:
+    """What :func:`run_job` returned, or the failure of a worker that died under it."""
+    try:
+        return future.result()
+    except concurrent.futures.process.BrokenProcessPool:
+        return None, "its worker process died (killed, or out of memory); run the same command again to continue"
+
+
+def _summary(result: dict[str, Any]) -> str:
+    scores = ", ".join(f"{name} BLEU {test['bleu']:.2f}" for name, test in result["tests"].items())
+    aer = f", AER {result['aer']['aer']:.3f}" if result.get("aer", {}).get("aer") is not None else ""
+    return f"{scores}, dev ppl {_num(result['dev_ppl'])}{aer}"
 
 
 def _num(value: float | None) -> str:
@@ -307,11 +338,20 @@ _STOP: StopRequest = threading.Event()  # a worker's stop request: the compariso
 
 def _start_worker(stop: StopRequest) -> None:
     """Make ``stop`` the worker's stop request, set by the comparison on Ctrl-C or SIGTERM and by a
-    SIGTERM to the worker itself; Ctrl-C, which a terminal sends to every process, is the comparison's."""
+    SIGTERM to the worker itself (:func:`_stop_worker`); Ctrl-C, which a terminal sends to every
+    process, is the comparison's. Both signals were held since the worker started, so none that
+    came while it imported is lost; they arrive now."""
     global _STOP
     _STOP = stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGTERM, _stop_worker)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
+
+
+def _stop_worker(signum: int, frame: object) -> None:
+    """A worker's first SIGTERM stops every run (the event is shared); a second ends the worker."""
+    _STOP.set()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_job(job: Job, budget: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
@@ -366,8 +406,8 @@ def _finish(job: Job, budget: dict[str, Any]) -> dict[str, Any]:
     for test, scores in _scores(job, config, [test for test in job.tests if test.name not in tests]):
         tests[test.name] = scores
         _write(path, json.dumps(result, indent=2) + "\n")
-        _check_stop(f"after scoring {test.name}")
     if job.shared.aer_corpus is not None and not _has_aer(result):
+        _check_stop("before the AER")
         sample = on_sample(config, job.shared.aer_corpus, job.shared.aer_steps, save_dir=job.run_dir / "sample")
         result["aer"] = {**_sample_aer(sample, job.shared.aer_corpus), "budget": _aer_budget(job)}
         _write(path, json.dumps(result, indent=2) + "\n")
@@ -402,6 +442,7 @@ def _scores(job: Job, config: Config, tests: Sequence[TestSet]) -> Iterator[tupl
     device = pick_device(config.train.device)
     translator = load_translator([job.run_dir / "best.pt"], device, decode={"beam": job.shared.beam, "n_best": 1})
     for test in tests:
+        _check_stop(f"before scoring {test.name}")
         yield test, _score(config, test, translator, job.run_dir)
 
 

@@ -141,12 +141,19 @@ def test_a_damaged_last_checkpoint_names_the_one_to_resume_from(config, tmp_path
     assert load_checkpoint(run / "last.pt")["step"] == 6
 
 
-def test_sigterm_to_a_comparison_checkpoints_its_run_and_starts_no_further_stage(config, tmp_path) -> None:
-    out = tmp_path / "out"
+def start_comparison(tmp_path: Path, *configs: Path) -> subprocess.Popen[str]:
+    """scripts/compare.py on ``configs``, one run at a time, in a process group of its own; each run
+    trains far longer than a test waits."""
     sets = [f"--set={override}" for override in (*TINY, "train.max_epochs=1000", "train.valid_every=100000")]
     compare = Path(__file__).resolve().parents[1] / "scripts" / "compare.py"
-    argv = [sys.executable, str(compare), str(config), "--out", str(out), "--test", f"{tmp_path}/data/dev", *sets]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [sys.executable, str(compare), *map(str, configs), "--out", str(tmp_path / "out"), *sets]
+    argv += ["--test", f"{tmp_path}/data/dev", "--jobs", "1"]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_sigterm_to_a_comparison_checkpoints_its_run_and_starts_no_further_stage(config, tmp_path) -> None:
+    out = tmp_path / "out"
+    process = start_comparison(tmp_path, config)
     wait_for_steps(process, out / "tiny" / "metrics.jsonl", 3)
     process.send_signal(signal.SIGTERM)  # to the comparison alone: it asks its worker to stop
     _, err = process.communicate(timeout=WAIT)
@@ -157,3 +164,19 @@ def test_sigterm_to_a_comparison_checkpoints_its_run_and_starts_no_further_stage
     assert load_checkpoint(out / "tiny" / "last.pt")["step"] == logged[-1] >= 3
     assert "checkpointed at step" in (out / "tiny" / "compare.log").read_text(encoding="utf-8")
     assert not (out / "tiny" / "result.json").exists() and not list((out / "tiny").glob("dev.hyp.*"))
+
+
+def test_ctrl_c_while_the_workers_start_stops_every_run_cleanly(config, tmp_path) -> None:
+    """The terminal's Ctrl-C reaches every process of the group, the workers while they still import."""
+    other = tmp_path / "other.yaml"
+    other.write_text(config.read_text(encoding="utf-8"), encoding="utf-8")
+    process = start_comparison(tmp_path, config, other)
+    for line in process.stderr:
+        if "running 2 runs, 1 at a time" in line:
+            break
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=WAIT)
+    assert process.returncode == 128 + signal.SIGINT, err
+    assert "Traceback" not in err and "stopped by SIGINT; run the same command again to continue" in err
+    assert "tiny: stopped before it was finished" in err and "other: stopped before it was finished" in err
+    assert not list((tmp_path / "out").glob("*/metrics.jsonl"))  # no run began to train

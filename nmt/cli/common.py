@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -22,8 +23,10 @@ from nmt.device import pick_device
 from nmt.errors import NMTError
 from nmt.precision import PRECISIONS
 from nmt.search import LENGTH_PENALTIES
-from nmt.train import StopRequest
 from nmt.translate import Output, Translator, translate_lines
+
+if TYPE_CHECKING:  # nmt.train is heavy, and only nmt-train and compare.py stop training on signals
+    from nmt.train import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +75,15 @@ SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: StopRequest, received: list[str], *, escalate: bool = True) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``stop`` (training checkpoints and returns); a second signal acts at once.
+def stop_on_signals(
+    stop: StopRequest,
+    received: list[str],
+    *,
+    escalate: bool = True,
+    second: Callable[[int, object], None] | None = None,
+) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` (training checkpoints and returns); a second signal acts at once:
+    SIGINT raises KeyboardInterrupt and SIGTERM ends the process, or either calls ``second``.
 
     Under torchrun (``escalate=False``) every signal only sets ``stop``: torchrun passes the
     terminal's Ctrl-C on to its workers, which then see it twice, and kills them itself if they
@@ -86,7 +96,7 @@ def stop_on_signals(stop: StopRequest, received: list[str], *, escalate: bool = 
         log.warning("%s received: saving a checkpoint after this update%s", received[-1], again)
         stop.set()
         if escalate:
-            signal.signal(signum, SIGNALS[signum])
+            signal.signal(signum, second or SIGNALS[signum])
 
     if threading.current_thread() is not threading.main_thread():  # signals can only be handled there
         yield
