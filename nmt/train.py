@@ -144,7 +144,8 @@ class Trainer:
     @property
     def epoch(self) -> int:
         """The epochs completed: one whose last update is done counts, though the next is not begun."""
-        return self.position.epoch + (self.position.batches_done >= self.batcher.count(self.position.epoch))
+        done = self.position.batches_done  # 0: none of this epoch yet, so its batches need not be dealt out
+        return self.position.epoch + (done > 0 and done >= self.batcher.count(self.position.epoch))
 
     @property
     def batches_done(self) -> int:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from nmt.align import alignment_scores, forced_attention, read_alignments, sentence_links
+from nmt.align import GoldAlignment, alignment_scores, forced_attention, read_alignments, sentence_links
 from nmt.checkpoint import load_checkpoint, load_model
 from nmt.cli.common import add_common_args, run
 from nmt.data import Example, collate, read_lines
@@ -58,17 +58,22 @@ def grad_norms(model: torch.nn.Module, batches: Sequence) -> dict[str, float]:
     return norms
 
 
-def measure(path: Path, args: argparse.Namespace) -> tuple[dict, list]:
-    loaded = load_model(path)
-    model, src_tok, tgt_tok = loaded.model.eval(), loaded.src_tokenizer, loaded.tgt_tokenizer
-    texts = (read_lines(name, remedy="convert it to UTF-8")[: args.limit] for name in (args.src, args.tgt))
-    sources, references = texts
+def read_pairs(args: argparse.Namespace) -> tuple[list[str], list[str], list[GoldAlignment]]:
+    """The first ``--limit`` sources, references and gold alignments, one of each per sentence pair."""
+    files = (args.src, args.tgt)
+    sources, references = [read_lines(name, remedy="convert it to UTF-8")[: args.limit] for name in files]
     gold = read_alignments(args.gold)[: args.limit]
     if not len(sources) == len(references) == len(gold):
         raise NMTError(
             f"{args.src}, {args.tgt} and {args.gold} give {len(sources)}, {len(references)} and {len(gold)} "
             "pairs; give one line of each per sentence pair"
         )
+    return sources, references, gold
+
+
+def measure(path: Path, sources: list[str], references: list[str], gold: list[GoldAlignment]) -> tuple[dict, list]:
+    loaded = load_model(path)
+    model, src_tok, tgt_tok = loaded.model.eval(), loaded.src_tokenizer, loaded.tgt_tokenizer
     sentences = forced_attention(model, src_tok, tgt_tok, sources, references)
     golds = [gold_positions(g, s.src_words, s.tgt_words) for g, s in zip(gold, sentences, strict=True)]
     examples = [Example(src_tok.encode(s), tgt_tok.encode(t)) for s, t in zip(sources, references, strict=True)]
@@ -135,8 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _centres(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
+    pairs = read_pairs(args)  # once: every checkpoint is measured on the same pairs
     for path in args.checkpoints:
-        record, traces = measure(path, args)
+        record, traces = measure(path, *pairs)
         print(json.dumps(record), flush=True)
     if args.plot:
         plot(traces, args.sentences, args.plot, f"{args.checkpoints[-1]} (step {record['step']})")

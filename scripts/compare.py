@@ -279,10 +279,8 @@ def _run_pending(
     second one kills the workers (a checkpoint being written stays whole: :mod:`nmt.checkpoint`)
     and raises KeyboardInterrupt.
     """
-    failures: dict[str, str] = {}
-    stopped: list[str] = []
     if not pending:
-        return failures, stopped
+        return {}, []
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: its own torch threads, no forked locks
     stop = context.Event()
     with stop_on_signals(stop, received, second=signal.default_int_handler):
@@ -297,21 +295,28 @@ def _run_pending(
         log.info("running %d runs, %d at a time: %s", len(pending), workers, ", ".join(j.name for j in pending))
         with pool:
             try:
-                for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
-                    job = futures[future]
-                    result, error = _outcome(future)
-                    if result is None and error is None:
-                        stopped.append(job.name)
-                        log.info("[%d/%d] %s: stopped before it was finished", done, len(pending), job.name)
-                    elif error is not None:
-                        failures[job.name] = error
-                        log.error("[%d/%d] %s failed (see %s): %s", done, len(pending), job.name, job.run_dir, error)
-                    else:
-                        log.info("[%d/%d] %s: %s", done, len(pending), job.name, _summary(result))
+                return _await(futures)
             except KeyboardInterrupt:
                 for child in multiprocessing.active_children():
                     child.kill()
                 raise
+
+
+def _await(futures: dict[concurrent.futures.Future, Job]) -> tuple[dict[str, str], list[str]]:
+    """Log each run as it ends; returns the failures (run name -> message) and the runs stopped first."""
+    failures: dict[str, str] = {}
+    stopped: list[str] = []
+    for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+        job, progress = futures[future], f"[{done}/{len(futures)}]"
+        result, error = _outcome(future)
+        if error is not None:
+            failures[job.name] = error
+            log.error("%s %s failed (see %s): %s", progress, job.name, job.run_dir, error)
+        elif result is None:
+            stopped.append(job.name)
+            log.info("%s %s: stopped before it was finished", progress, job.name)
+        else:
+            log.info("%s %s: %s", progress, job.name, _summary(result))
     return failures, stopped
 
 
