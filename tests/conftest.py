@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +14,18 @@ from nmt.attention import Attention
 from nmt.config import AttentionConfig, ModelConfig
 from nmt.model import Seq2Seq
 from nmt.sample import write_sample_corpus
+
+
+@pytest.fixture(autouse=True)
+def no_stale_log_handler() -> Iterator[None]:
+    """A command's main() run in-process binds the root logger to the test's captured stderr, which
+    pytest closes after the test; drop that handler, so no later test logs to a closed stream."""
+    root = logging.getLogger()
+    before = set(root.handlers)
+    yield
+    for handler in set(root.handlers) - before:
+        if type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
 
 
 @pytest.fixture
