@@ -35,14 +35,15 @@ SETTINGS: dict[str, list[str]] = {
 
 
 def peer_speeds(results: Path, toolkit: str = "onmt") -> dict[str, float]:
-    """``beamN`` -> sentences/s of ``toolkit`` in the harness's results, empty if it did not run."""
-    if not results.is_file():
-        return {}
-    for line in results.read_text().splitlines():
-        record = json.loads(line)
-        if record.get("toolkit") == toolkit:
-            return {beam: d["sents_s"] for beam, d in record.get("decode", {}).items()}
-    return {}
+    """``beamN`` -> sentences/s of ``toolkit``'s latest decode in the harness's results (the harness's
+    ``redecode.sh`` appends a record), empty if it did not run."""
+    speeds: dict[str, float] = {}
+    if results.is_file():
+        for line in results.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("toolkit") == toolkit:
+                speeds = {beam: d["sents_s"] for beam, d in record.get("decode", {}).items()}
+    return speeds
 
 
 def run(command: list[str], **env: str) -> str:

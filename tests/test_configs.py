@@ -368,6 +368,22 @@ def test_compare_resumes_an_interrupted_run_skips_finished_ones_and_collects_the
 
 
 # ---------------------------------------------------------------------------------------------
+# scripts/decode_variants.py
+
+
+def test_decode_variants_compares_with_the_peers_latest_decode(tmp_path):
+    """A redecode of OpenNMT-py appends a record to the harness's results; the ratios use it."""
+    results = tmp_path / "results.jsonl"
+    records = [("onmt", 81.75), ("nmt", 111.5), ("onmt", 90.15)]
+    lines = [json.dumps({"toolkit": toolkit, "decode": {"beam5": {"sents_s": speed}}}) for toolkit, speed in records]
+    results.write_text("\n".join(lines) + "\n")
+    decode_variants = script("decode_variants")
+    assert decode_variants.peer_speeds(results) == {"beam5": 90.15}
+    assert decode_variants.peer_speeds(results, "joey") == {}
+    assert decode_variants.peer_speeds(tmp_path / "absent.jsonl") == {}
+
+
+# ---------------------------------------------------------------------------------------------
 # scripts/centres.py
 
 
