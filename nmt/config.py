@@ -139,6 +139,7 @@ class DecodeConfig:
     replace_unk: bool = False
     max_input_len: int = 250  # longer sources are translated from their first max_input_len tokens (warned)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA): autocast during search
+    workers: int = 1  # batches searched at once, each on its own thread with its share of the CPU threads
 
 
 @dataclass

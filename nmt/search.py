@@ -109,8 +109,8 @@ def check_config(config: DecodeConfig) -> None:
         raise ConfigError(
             "decode.max_len, decode.max_len_ratio, decode.min_len_ratio and decode.no_repeat_ngram must not be negative"
         )
-    if config.batch_tokens < 1 or config.max_input_len < 1:
-        raise ConfigError("decode.batch_tokens and decode.max_input_len must be positive")
+    if config.batch_tokens < 1 or config.max_input_len < 1 or config.workers < 1:
+        raise ConfigError("decode.batch_tokens, decode.max_input_len and decode.workers must be positive")
 
 
 def decode(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: DecodeConfig) -> list[list[Hypothesis]]:

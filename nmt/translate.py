@@ -27,6 +27,7 @@ from nmt.search import Decodable, Ensemble, Hypothesis, check_config, decode, re
 from nmt.shortlist import Shortlist, decode_over, load_shortlist
 from nmt.source_length import input_limit, truncate
 from nmt.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from nmt.workers import map_unordered
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,9 @@ def search_lines(
     """Search every line, in input order: the path every translation and alignment of raw text takes.
 
     Lines are sorted by token length (longest first) and cut into batches of at most
-    ``batch_tokens`` padded source tokens; ``progress`` hears how many lines each batch finished
-    (blank lines count at once). With a shortlist, the mean number of output rows per batch is logged.
+    ``batch_tokens`` padded source tokens, searched ``workers`` at a time (:mod:`nmt.workers`);
+    ``progress`` hears how many lines each batch finished (blank lines count at once). With a
+    shortlist, the mean number of output rows per batch is logged.
     """
     config = translator.config
     rows: list[int] = []  # output rows per batch, with a shortlist
@@ -144,26 +146,29 @@ def search_lines(
     results = [Searched(ids, []) for ids in sources]
     report = progress or (lambda n: None)
     report(len(lines) - len(order))
-    for batch in _batches(order, sources, config.batch_tokens):
+
+    def search(batch: list[int]) -> list[list[Hypothesis]]:
         src = pad_sequence([torch.tensor(sources[i]) for i in batch], batch_first=True, padding_value=PAD_ID)
         src = src.to(translator.device)
         lengths = torch.tensor([len(sources[i]) for i in batch], device=translator.device)
         try:
             if translator.shortlist is None:
-                hyps = decode(translator.model, src, lengths, config=config)
-            else:
-                vocab = translator.shortlist.vocabulary(src)
-                rows.append(len(vocab))
-                hyps = decode_over(translator.model, vocab, src, lengths, config=config)
+                return decode(translator.model, src, lengths, config=config)
+            vocab = translator.shortlist.vocabulary(src)
+            rows.append(len(vocab))
+            return decode_over(translator.model, vocab, src, lengths, config=config)
         except torch.OutOfMemoryError as err:
             raise NMTError(
                 f"out of memory translating a batch of {len(batch)} lines of up to {len(sources[batch[0]])} tokens "
                 f"(the longest is input line {batch[0] + 1}); lower --batch-tokens (now {config.batch_tokens}), "
                 f"--beam (now {config.beam}) or --max-input-len (now {config.max_input_len})"
             ) from err
-        for i, found in zip(batch, hyps, strict=True):
+
+    batches = _batches(order, sources, config.batch_tokens)
+    for number, hyps in map_unordered(search, batches, workers=config.workers):
+        for i, found in zip(batches[number], hyps, strict=True):
             results[i] = Searched(sources[i], found)
-        report(len(batch))
+        report(len(batches[number]))
     if rows:
         log.info(
             "shortlist: %.0f output rows per batch on average (%d batches, of %d target pieces)",

@@ -11,10 +11,11 @@ Three subcommands, each printing one JSON line on stdout:
     config as ``nmt-train``'s overrides do (e.g. ``train.seed=7``, ``train.pool_factor=1``).
     After training it profiles a few more updates and reports ``ops_per_step``: the operations
     per decoder step, forward and backward, and the costliest operations (:func:`ops_per_step`).
-``decode --beam K [--precision fp32|bf16|int8] [--shortlist F] [--length-penalty P] [--max-len-ratio R]``
+``decode --beam K [--precision fp32|bf16|int8] [--shortlist F] [--workers N] [--length-penalty P] [--max-len-ratio R]``
     Decodes ``PREP/test.en`` with the trained model: length-sorted batches of 32
     sentences, at most 100 pieces (and R times the source, if given), no length penalty
-    unless asked. Times the decode loop
+    unless asked; ``--workers N`` searches N batches at once (``decode.workers``, :mod:`nmt.workers`) and adds
+    ``.workersN`` to the names. Times the decode loop
     (reading, batching, search, writing) into ``WORK/decode.beamK.json`` and writes the
     pieces to ``WORK/hyp.beamK.sp`` for ``bench.py score`` (``beamK.PENALTY`` with a penalty).
     int8 quantizes the model before the clock starts (as nmt-translate does at load) and adds
@@ -55,10 +56,11 @@ from nmt.config import (
 )
 from nmt.errors import NMTError
 from nmt.quantize import quantize_model
-from nmt.search import LENGTH_PENALTIES, decode
+from nmt.search import LENGTH_PENALTIES, Hypothesis, decode
 from nmt.shortlist import decode_over, load_shortlist
 from nmt.tokenizer import EOS_ID, PAD_ID
 from nmt.train import Trainer
+from nmt.workers import map_unordered
 
 
 def spec_config(spec: dict, prep: Path, work: Path, steps: int, precision: str, overrides: list[str]) -> Config:
@@ -232,24 +234,28 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
     sources = [[*loaded.src_tokenizer.encode(line), EOS_ID] for line in lines]
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     outputs = [""] * len(lines)
-    for first in range(0, len(order), d["batch_size"]):  # decode() picks the grad mode, as in nmt-translate
-        rows = order[first : first + d["batch_size"]]
+
+    def search(rows: list[int]) -> list[list[Hypothesis]]:  # decode() picks the grad mode, as in nmt-translate
         src = pad_sequence([torch.tensor(sources[i]) for i in rows], batch_first=True, padding_value=PAD_ID)
         lengths = torch.tensor([len(sources[i]) for i in rows])
         if shortlist is None:
-            found = decode(loaded.model, src, lengths, config=config)
-        else:
-            vocab = shortlist.vocabulary(src)
-            output_rows.append(len(vocab))
-            found = decode_over(loaded.model, vocab, src, lengths, config=config)
-        for i, hyps in zip(rows, found, strict=True):
+            return decode(loaded.model, src, lengths, config=config)
+        vocab = shortlist.vocabulary(src)
+        output_rows.append(len(vocab))
+        return decode_over(loaded.model, vocab, src, lengths, config=config)
+
+    batches = [order[first : first + d["batch_size"]] for first in range(0, len(order), d["batch_size"])]
+    for number, found in map_unordered(search, batches, workers=args.workers):
+        for i, hyps in zip(batches[number], found, strict=True):
             outputs[i] = loaded.tgt_tokenizer.decode(hyps[0].tokens)
     name = f"beam{args.beam}" + ("" if args.length_penalty == "none" else f".{args.length_penalty}")
     name += (".int8" if args.precision == "int8" else "") + (".shortlist" if shortlist else "")
+    name += f".workers{args.workers}" if args.workers > 1 else ""
     hyp = args.work / f"hyp.{name}.sp"
     hyp.write_text("\n".join(outputs) + "\n", encoding="utf-8")
     decode_s = time.perf_counter() - start
     result = {"decode_s": decode_s, "n_sents": len(lines), "beam": args.beam, "precision": args.precision}
+    result["workers"] = args.workers
     result |= {"length_penalty": args.length_penalty, "other_load_cores": other_load(snap, cpu_snapshot())}
     result["hyp"] = str(hyp)  # the pieces, for bench.py score
     if output_rows:
@@ -292,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
     parser.add_argument("--shortlist", type=Path, help="decode: a file of nmt-shortlist for the trained model")
+    parser.add_argument("--workers", type=int, default=1, help="decode: batches searched at once, as decode.workers")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: a config override")
     parser.add_argument("--profile-updates", type=int, default=5, help="train: updates profiled for ops_per_step")
     parser.add_argument("--beam", type=int, default=5)

@@ -71,6 +71,7 @@ from nmt.errors import NMTError
 from nmt.evaluate import corpus_scores
 from nmt.train import StopRequest, Trainer
 from nmt.translate import Translator, load_translator, translate_lines
+from nmt.workers import as_completed
 
 log = logging.getLogger("compare")
 
@@ -78,7 +79,6 @@ QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 AER_STEPS = 1580  # 20 epochs of nmt-sample's 5000 pairs in batches of 64; at 10 most runs end mid-climb
 METRICS = (("BLEU", "bleu"), ("chrF", "chrf"))  # a test set's columns: header, result key
 HELD = {signal.SIGINT, signal.SIGTERM}  # the signals a worker holds until it can handle them
-POLL = 0.5  # seconds the comparison waits for its runs between looks at the signals: see _as_completed
 
 
 class Stopped(Exception):
@@ -307,7 +307,7 @@ def _await(futures: dict[concurrent.futures.Future, Job]) -> tuple[dict[str, str
     """Log each run as it ends; returns the failures (run name -> message) and the runs stopped first."""
     failures: dict[str, str] = {}
     stopped: list[str] = []
-    for done, future in enumerate(_as_completed(futures), start=1):
+    for done, future in enumerate(as_completed(list(futures)), start=1):
         job, progress = futures[future], f"[{done}/{len(futures)}]"
         result, error = _outcome(future)
         if error is not None:
@@ -319,18 +319,6 @@ def _await(futures: dict[concurrent.futures.Future, Job]) -> tuple[dict[str, str
         else:
             log.info("%s %s: %s", progress, job.name, _summary(result))
     return failures, stopped
-
-
-def _as_completed(futures: Sequence[concurrent.futures.Future]) -> Iterator[concurrent.futures.Future]:
-    """``futures`` as they finish (those that finish together in the given order), waiting at most
-    :data:`POLL` seconds at a time. The kernel may hand Ctrl-C or SIGTERM to any thread that does
-    not hold it (torch starts one at import), and only the main thread runs Python's handlers: in
-    one unbroken wait it would sleep through the signal until a run ended by itself."""
-    remaining = list(futures)
-    while remaining:
-        done, _ = concurrent.futures.wait(remaining, timeout=POLL, return_when=concurrent.futures.FIRST_COMPLETED)
-        yield from (future for future in remaining if future in done)
-        remaining = [future for future in remaining if future not in done]
 
 
 def _outcome(future: concurrent.futures.Future) -> tuple[dict[str, Any] | None, str | None]:

@@ -9,7 +9,10 @@ exists. Prints one JSON object: per setting and beam, sentences/s, BLEU, chrF, t
 OpenNMT-py's sentences/s in ``OUT/results.jsonl`` (where it ran) and the other processes' CPU load
 during the decode.
 
-    python scripts/decode_variants.py OUT [--settings fp32 int8 ...] [--beams 5 1]
+    python scripts/decode_variants.py OUT [--settings fp32 int8 ...] [--beams 5 1] [--workers 2]
+
+``--workers N`` decodes every setting with N batches at once (``decode.workers``), the CPU threads
+of ``BENCH_THREADS`` shared among them.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ def run(command: list[str], **env: str) -> str:
     return done.stdout
 
 
-def decode_once(out: Path, setting: str, beam: int, shortlist: Path, spec: dict, guard_wait: float) -> dict:
+def decode_once(
+    out: Path, setting: str, beam: int, workers: int, shortlist: Path, spec: dict, guard_wait: float
+) -> dict:
     """Decode and score the test set at one setting and beam; the benchmark's and scorer's figures."""
     harness, work = out / "harness", out / "variants" / setting  # its own files: fp32's and bf16's names are alike
     work.mkdir(parents=True, exist_ok=True)
@@ -63,7 +68,7 @@ def decode_once(out: Path, setting: str, beam: int, shortlist: Path, spec: dict,
     onmt_python = str(Path(os.environ.get("VENV_ONMT", Path.home() / "bench-run" / "venv-onmt")) / "bin" / "python")
     guard = [onmt_python, str(harness / "cpu_guard.py"), "--label", f"decode_{setting}_beam{beam}"]
     run([*guard, "--wait", str(guard_wait)])
-    arguments = [a.format(shortlist=shortlist) for a in SETTINGS[setting]]
+    arguments = [a.format(shortlist=shortlist) for a in SETTINGS[setting]] + ["--workers", str(workers)]
     benchmark = [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--bench-dir", str(harness)]
     benchmark += ["--prep", str(out / "prep"), "--work", str(work), "decode", "--beam", str(beam), *arguments]
     threads = os.environ.get("BENCH_THREADS", "2")
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="the OUT of scripts/run_bench.sh, with its nmt run")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--beams", nargs="+", type=int, help="default: the harness's decode.beams")
+    parser.add_argument("--workers", type=int, default=1, help="batches searched at once (decode.workers)")
     parser.add_argument("--guard-wait", type=float, default=900, help="seconds to wait for an idle CPU (then go on)")
     args = parser.parse_args(argv)
     out = args.out.resolve()
@@ -103,12 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     table: dict[str, dict[str, dict]] = {}
     for setting in args.settings:
         for beam in args.beams or spec["decode"]["beams"]:
-            row = decode_once(out, setting, beam, shortlist, spec, args.guard_wait)
+            row = decode_once(out, setting, beam, args.workers, shortlist, spec, args.guard_wait)
             if f"beam{beam}" in peers:
                 row["x_onmt"] = round(row["sents_s"] / peers[f"beam{beam}"], 2)
             table.setdefault(setting, {})[f"beam{beam}"] = row
             print(json.dumps({"setting": setting, "beam": beam, **row}), file=sys.stderr)
-    print(json.dumps({"onmt_sents_s": peers, "settings": table}))
+    print(json.dumps({"onmt_sents_s": peers, "workers": args.workers, "settings": table}))
     return 0
 
 

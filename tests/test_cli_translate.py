@@ -80,11 +80,12 @@ def test_one_output_line_for_every_input_line(checkpoint, capsys, monkeypatch) -
     assert "input line 4 has 50 tokens; translating its first 20" in err
 
 
-def test_order_is_restored(copier, capsys, monkeypatch) -> None:
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_order_is_restored(copier, capsys, monkeypatch, workers) -> None:
     # lines of 1-7 words + EOS in batches of at most 24 padded tokens: several batches of several
-    # lines, sorted by length; each line alone must come out the same
+    # lines, sorted by length, searched one or three at a time; each line alone must come out the same
     lines = [" ".join(WORDS[i : i + 1 + i % 7]) for i in range(10)]
-    argv = [*copier, "--batch-tokens", "24"]
+    argv = [*copier, "--batch-tokens", "24", "--workers", workers]
     together = translate(argv, "\n".join(lines).encode(), capsys, monkeypatch)[1]
     alone = [translate(argv, line.encode(), capsys, monkeypatch)[1] for line in lines]
     assert together == "".join(alone)

@@ -224,6 +224,8 @@ def test_config_errors() -> None:
         check_config(settings(length_penalty="averag"))
     with pytest.raises(ConfigError, match=r"decode\.precision: unknown value 'bf61'"):
         check_config(settings(precision="bf61"))
+    with pytest.raises(ConfigError, match=r"decode\.workers must be positive"):
+        check_config(settings(workers=0))
 
 
 # --- a small real model -------------------------------------------------------------------------

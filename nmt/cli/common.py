@@ -122,6 +122,7 @@ _DECODE_FIELDS = (
     "replace_unk",
     "max_input_len",
     "precision",
+    "workers",
 )
 
 
@@ -144,6 +145,12 @@ def add_decode_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
         "--precision",
         choices=list(PRECISIONS),
         help="fp32; search under bf16 autocast (fp16: CUDA only); int8: weights quantized at load (CPU only)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="search N batches at once, each on its own thread with 1/N of the CPU threads (faster on a CPU)",
     )
     parser.add_argument(
         "--shortlist",
