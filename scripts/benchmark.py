@@ -1,6 +1,6 @@
 """nmt on the peer benchmark of ``../shared/bench`` (see its README and model.yaml).
 
-Three subcommands, each printing one JSON line on stdout:
+Four subcommands, each printing one JSON line on stdout:
 
 ``train --steps N [--precision fp32|bf16] [--set KEY=VALUE ...] [--profile-updates 5]``
     Trains the reference model (2x256 LSTMs, general global attention, input feeding,
@@ -21,6 +21,10 @@ Three subcommands, each printing one JSON line on stdout:
     int8 quantizes the model before the clock starts (as nmt-translate does at load) and adds
     ``.int8`` to the names; ``--shortlist`` (from ``nmt-shortlist --checkpoint WORK/run/last.pt``)
     restricts each batch's output layer, adds ``.shortlist`` and reports the mean rows per batch.
+``workers --beam K [--precision ...] [--shortlist F] --workers 1 2 [--rounds 5]``
+    Searches the test set as ``decode`` does at each ``--workers`` value in turn, ``--rounds`` times
+    in one process, and reports each search's sentences/s, their medians and whether the outputs
+    agree (:func:`cmd_workers`).
 ``attention [--src-len 400]``
     Attention time per decoder step for every alignment mode at one source length (the
     issue's goal: local-p at most half of global's at 400 positions).
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -206,62 +211,118 @@ def _under(event, prefix: str) -> bool:
     return False
 
 
+class TestDecoding:
+    """The trained model (int8 if asked, with its shortlist if given) over the harness's test sources,
+    in the harness's batches: length-sorted, ``decode.batch_size`` sentences each."""
+
+    def __init__(self, args: argparse.Namespace, spec: dict) -> None:
+        self.loaded = load_model(args.work / "run" / "last.pt")
+        self.batch_size = spec["decode"]["batch_size"]
+        self.config = DecodeConfig(
+            beam=args.beam,
+            n_best=1,
+            length_penalty=args.length_penalty,
+            max_len_ratio=args.max_len_ratio,
+            max_len=spec["decode"]["max_len"],
+            precision=args.precision,
+        )
+        if args.precision == "int8":
+            quantize_model(self.loaded.model)
+        self.shortlist = None  # or the one the batches read
+        if args.shortlist:
+            tokenizers = {"src_tokenizer": self.loaded.src_tokenizer, "tgt_tokenizer": self.loaded.tgt_tokenizer}
+            self.shortlist = load_shortlist(args.shortlist, **tokenizers)
+        self.output_rows: list[int] = []  # per batch searched, with a shortlist
+
+    def batches(self, lines: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """The sources' ids (EOS included) and the batches of their indices."""
+        sources = [[*self.loaded.src_tokenizer.encode(line), EOS_ID] for line in lines]
+        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+        return sources, [order[first : first + self.batch_size] for first in range(0, len(order), self.batch_size)]
+
+    def best(self, sources: list[list[int]], batches: list[list[int]], *, workers: int) -> list[list[int]]:
+        """Each source's best output ids, the batches searched ``workers`` at a time as ``decode.workers`` does."""
+        found: list[list[int]] = [[] for _ in sources]
+        for number, hyps in map_unordered(self._search, [(sources, rows) for rows in batches], workers=workers):
+            for i, sentence in zip(batches[number], hyps, strict=True):
+                found[i] = sentence[0].tokens
+        return found
+
+    def _search(self, batch: tuple[list[list[int]], list[int]]) -> list[list[Hypothesis]]:
+        sources, rows = batch  # decode() picks the grad mode, as in nmt-translate
+        src = pad_sequence([torch.tensor(sources[i]) for i in rows], batch_first=True, padding_value=PAD_ID)
+        lengths = torch.tensor([len(sources[i]) for i in rows])
+        if self.shortlist is None:
+            return decode(self.loaded.model, src, lengths, config=self.config)
+        vocab = self.shortlist.vocabulary(src)
+        self.output_rows.append(len(vocab))
+        return decode_over(self.loaded.model, vocab, src, lengths, config=self.config)
+
+    def about(self, args: argparse.Namespace) -> dict:
+        """The settings (and the shortlist's mean rows per batch) for the result."""
+        about = {"beam": args.beam, "precision": args.precision, "length_penalty": args.length_penalty}
+        if self.output_rows:
+            about |= {"shortlist": str(args.shortlist), "shortlist_rows": sum(self.output_rows) / len(self.output_rows)}
+        return about
+
+
 def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
     from timing_hooks import cpu_snapshot, other_load, set_threads
 
+    if len(args.workers) != 1:
+        raise NMTError("decode takes one --workers value (the workers command compares several)")
+    workers = args.workers[0]
     set_threads()
-    loaded = load_model(args.work / "run" / "last.pt")
-    d = spec["decode"]
-    config = DecodeConfig(
-        beam=args.beam,
-        n_best=1,
-        length_penalty=args.length_penalty,
-        max_len_ratio=args.max_len_ratio,
-        max_len=d["max_len"],
-        precision=args.precision,
-    )
-    if args.precision == "int8":
-        quantize_model(loaded.model)
-    tokenizers = loaded.src_tokenizer, loaded.tgt_tokenizer
-    shortlist = None  # or the one the decode loop reads
-    if args.shortlist:
-        shortlist = load_shortlist(args.shortlist, src_tokenizer=tokenizers[0], tgt_tokenizer=tokenizers[1])
-    output_rows = []  # per batch, with a shortlist
+    test = TestDecoding(args, spec)
     src_path = args.prep / f"test.{spec['data']['src_lang']}"
     snap = cpu_snapshot()
     start = time.perf_counter()
     lines = src_path.read_text(encoding="utf-8").splitlines()
-    sources = [[*loaded.src_tokenizer.encode(line), EOS_ID] for line in lines]
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    outputs = [""] * len(lines)
-
-    def search(rows: list[int]) -> list[list[Hypothesis]]:  # decode() picks the grad mode, as in nmt-translate
-        src = pad_sequence([torch.tensor(sources[i]) for i in rows], batch_first=True, padding_value=PAD_ID)
-        lengths = torch.tensor([len(sources[i]) for i in rows])
-        if shortlist is None:
-            return decode(loaded.model, src, lengths, config=config)
-        vocab = shortlist.vocabulary(src)
-        output_rows.append(len(vocab))
-        return decode_over(loaded.model, vocab, src, lengths, config=config)
-
-    batches = [order[first : first + d["batch_size"]] for first in range(0, len(order), d["batch_size"])]
-    for number, found in map_unordered(search, batches, workers=args.workers):
-        for i, hyps in zip(batches[number], found, strict=True):
-            outputs[i] = loaded.tgt_tokenizer.decode(hyps[0].tokens)
+    sources, batches = test.batches(lines)
+    outputs = [test.loaded.tgt_tokenizer.decode(ids) for ids in test.best(sources, batches, workers=workers)]
     name = f"beam{args.beam}" + ("" if args.length_penalty == "none" else f".{args.length_penalty}")
-    name += (".int8" if args.precision == "int8" else "") + (".shortlist" if shortlist else "")
-    name += f".workers{args.workers}" if args.workers > 1 else ""
+    name += (".int8" if args.precision == "int8" else "") + (".shortlist" if test.shortlist else "")
+    name += f".workers{workers}" if workers > 1 else ""
     hyp = args.work / f"hyp.{name}.sp"
     hyp.write_text("\n".join(outputs) + "\n", encoding="utf-8")
     decode_s = time.perf_counter() - start
-    result = {"decode_s": decode_s, "n_sents": len(lines), "beam": args.beam, "precision": args.precision}
-    result["workers"] = args.workers
-    result |= {"length_penalty": args.length_penalty, "other_load_cores": other_load(snap, cpu_snapshot())}
-    result["hyp"] = str(hyp)  # the pieces, for bench.py score
-    if output_rows:
-        result |= {"shortlist": str(args.shortlist), "shortlist_rows": sum(output_rows) / len(output_rows)}
+    result = {"decode_s": decode_s, "n_sents": len(lines), "workers": workers, **test.about(args)}
+    result |= {"other_load_cores": other_load(snap, cpu_snapshot()), "hyp": str(hyp)}  # the pieces, for bench.py score
     (args.work / f"decode.{name}.json").write_text(json.dumps(result) + "\n")
     return result
+
+
+def cmd_workers(args: argparse.Namespace, spec: dict) -> dict:
+    """Search the test set at each ``--workers`` value in turn, ``--rounds`` times, in one process
+    (the order reversed every other round): this machine's speed drifts between processes by more
+    than the workers change it. Sentences/s of each search, their medians, and whether every value
+    gave the same outputs."""
+    from timing_hooks import cpu_snapshot, other_load, set_threads
+
+    set_threads()
+    test = TestDecoding(args, spec)
+    lines = (args.prep / f"test.{spec['data']['src_lang']}").read_text(encoding="utf-8").splitlines()
+    sources, batches = test.batches(lines)
+    test.best(sources, batches, workers=1)  # warm-up, untimed
+    speeds: dict[int, list[float]] = {workers: [] for workers in args.workers}
+    outputs = {}
+    snap = cpu_snapshot()
+    for turn in range(args.rounds):
+        for workers in args.workers if turn % 2 == 0 else args.workers[::-1]:
+            start = time.perf_counter()
+            outputs[workers] = test.best(sources, batches, workers=workers)
+            speeds[workers].append(round(len(lines) / (time.perf_counter() - start), 1))
+    medians = {workers: round(statistics.median(found), 1) for workers, found in speeds.items()}
+    return {
+        **test.about(args),
+        "n_sents": len(lines),
+        "threads": torch.get_num_threads(),
+        "sents_s": speeds,
+        "median_sents_s": medians,
+        "x_first": {workers: round(median / medians[args.workers[0]], 3) for workers, median in medians.items()},
+        "same_outputs": all(found == outputs[args.workers[0]] for found in outputs.values()),
+        "other_load_cores": other_load(snap, cpu_snapshot()),
+    }
 
 
 def cmd_attention(args: argparse.Namespace, spec: dict) -> dict:
@@ -286,7 +347,7 @@ def cmd_attention(args: argparse.Namespace, spec: dict) -> dict:
     return {"src_len": args.src_len, "batch": batch, "us_per_step": micros, "ratio_to_global": ratios}
 
 
-COMMANDS = {"train": cmd_train, "decode": cmd_decode, "attention": cmd_attention}
+COMMANDS = {"train": cmd_train, "decode": cmd_decode, "workers": cmd_workers, "attention": cmd_attention}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,7 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
     parser.add_argument("--shortlist", type=Path, help="decode: a file of nmt-shortlist for the trained model")
-    parser.add_argument("--workers", type=int, default=1, help="decode: batches searched at once, as decode.workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="decode: batches searched at once, as decode.workers; workers: the values to compare",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="workers: how many times each value searches")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: a config override")
     parser.add_argument("--profile-updates", type=int, default=5, help="train: updates profiled for ops_per_step")
     parser.add_argument("--beam", type=int, default=5)
