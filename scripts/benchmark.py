@@ -9,8 +9,9 @@ Four subcommands, each printing one JSON line on stdout:
     the harness's ``timing_hooks.StepLog`` (``WORK/steplog.json``), so ``bench.py
     train-summary`` computes tokens/s exactly as it does for the peers. ``--set`` changes the
     config as ``nmt-train``'s overrides do (e.g. ``train.seed=7``, ``train.pool_factor=1``).
-    After training it profiles a few more updates and reports ``ops_per_step``: the operations
-    per decoder step, forward and backward, and the costliest operations (:func:`ops_per_step`).
+    After training it profiles a few more updates (kept out of the step log) and reports
+    ``ops_per_step``: the operations per decoder step, forward and backward, and the costliest
+    operations (:func:`ops_per_step`).
 ``decode --beam K [--precision fp32|bf16|int8] [--shortlist F] [--workers N] [--length-penalty P] [--max-len-ratio R]``
     Decodes ``PREP/test.en`` with the trained model: length-sorted batches of 32
     sentences, at most 100 pieces (and R times the source, if given), no length penalty
@@ -135,6 +136,7 @@ def cmd_train(args: argparse.Namespace, spec: dict) -> dict:
     (args.work / "params.json").write_text(json.dumps(params) + "\n")
     result = trainer.fit()
     step_log.dump()
+    step_log.path = None  # the updates profiled below are not timed: the file keeps training's alone
     return {
         "steps": result.step,
         "dev_ppl": result.dev_ppl,
