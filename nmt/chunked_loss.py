@@ -47,7 +47,7 @@ class _LinearNLL(torch.autograd.Function):
         pad: bool,
     ) -> Tensor:
         want_hidden, want_weight, want_bias = ctx.needs_input_grad[:3]
-        precise = torch.promote_types(dtype, torch.float32)  # of G, the log-sum-exp, the NLL and the gradients
+        precise = torch.promote_types(dtype, torch.float32)  # of G, the log-softmax, the NLL and the gradients
         products = precise if dtype == torch.float16 else dtype  # of the gradients' products
         ctx.hidden_dtype = hidden.dtype
         w = weight.to(dtype)
@@ -64,11 +64,11 @@ class _LinearNLL(torch.autograd.Function):
             rows = h.size(0)
             padded = F.pad(h, (0, 0, 0, size - rows)) if pad else h  # one shape for oneDNN's bf16 kernels
             logits = F.linear(padded, w, b)[:rows].to(precise)  # (rows, vocab)
-            norm = torch.logsumexp(logits, dim=1, keepdim=True)  # (rows, 1)
-            total += (norm - logits.gather(1, y)).sum()
+            log_probs = torch.log_softmax(logits, dim=1)  # (rows, vocab): one fused kernel, not logsumexp and sub_
+            total -= log_probs.gather(1, y).sum()
             if not (want_hidden or want_weight or want_bias):
                 continue
-            g = logits.sub_(norm).exp_().scatter_add_(1, y, y.new_full(y.shape, -1, dtype=precise))  # G
+            g = log_probs.exp_().scatter_add_(1, y, y.new_full(y.shape, -1, dtype=precise))  # G
             g = g.to(products)
             if want_hidden:
                 d_hidden[start : start + rows] = g @ w_products
