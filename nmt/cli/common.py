@@ -150,7 +150,7 @@ def add_decode_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
         "--workers",
         type=positive_int,
         metavar="N",
-        help="search N batches at once, each on its own thread with 1/N of the CPU threads (faster on a CPU)",
+        help="search N batches at once, each on its own thread with 1/N of the CPU threads (pays with small batches)",
     )
     parser.add_argument(
         "--shortlist",
