@@ -148,21 +148,17 @@ def search_lines(
     report(len(lines) - len(order))
 
     def search(batch: list[int]) -> list[list[Hypothesis]]:
-        src = pad_sequence([torch.tensor(sources[i]) for i in batch], batch_first=True, padding_value=PAD_ID)
-        src = src.to(translator.device)
-        lengths = torch.tensor([len(sources[i]) for i in batch], device=translator.device)
         try:
-            if translator.shortlist is None:
-                return decode(translator.model, src, lengths, config=config)
-            vocab = translator.shortlist.vocabulary(src)
-            rows.append(len(vocab))
-            return decode_over(translator.model, vocab, src, lengths, config=config)
+            hyps, kept = search_batch([sources[i] for i in batch], translator)
         except torch.OutOfMemoryError as err:
             raise NMTError(
                 f"out of memory translating a batch of {len(batch)} lines of up to {len(sources[batch[0]])} tokens "
                 f"(the longest is input line {batch[0] + 1}); lower --batch-tokens (now {config.batch_tokens}), "
                 f"--beam (now {config.beam}) or --max-input-len (now {config.max_input_len})"
             ) from err
+        if kept is not None:
+            rows.append(kept)
+        return hyps
 
     batches = _batches(order, sources, config.batch_tokens)
     for number, hyps in map_unordered(search, batches, workers=config.workers):
@@ -177,6 +173,22 @@ def search_lines(
             translator.tgt_tokenizer.vocab_size,
         )
     return results
+
+
+def search_batch(sources: Sequence[list[int]], translator: Translator) -> tuple[list[list[Hypothesis]], int | None]:
+    """Search one batch of source ids (EOS included) as one padded tensor on the translator's device.
+
+    Returns:
+        each source's hypotheses, and with a shortlist the number of output rows it kept for the batch
+        (else None).
+    """
+    src = pad_sequence([torch.tensor(ids) for ids in sources], batch_first=True, padding_value=PAD_ID)
+    src = src.to(translator.device)
+    lengths = torch.tensor([len(ids) for ids in sources], device=translator.device)
+    if translator.shortlist is None:
+        return decode(translator.model, src, lengths, config=translator.config), None
+    vocab = translator.shortlist.vocabulary(src)
+    return decode_over(translator.model, vocab, src, lengths, config=translator.config), len(vocab)
 
 
 def _source_ids(number: int, line: str, tokenizer: Tokenizer, limit: int | None) -> list[int]:

@@ -45,7 +45,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from torch.nn.utils.rnn import pad_sequence
 
 from nmt.allocator import set_up_process_memory
 from nmt.attention import ALIGNMENTS, Attention
@@ -62,10 +61,11 @@ from nmt.config import (
 )
 from nmt.errors import NMTError
 from nmt.quantize import quantize_model
-from nmt.search import LENGTH_PENALTIES, Hypothesis, decode
-from nmt.shortlist import decode_over, load_shortlist
-from nmt.tokenizer import EOS_ID, PAD_ID
+from nmt.search import LENGTH_PENALTIES, Hypothesis
+from nmt.shortlist import load_shortlist
+from nmt.tokenizer import EOS_ID
 from nmt.train import Trainer
+from nmt.translate import Translator, search_batch
 from nmt.workers import map_unordered
 
 
@@ -218,9 +218,9 @@ class TestDecoding:
     in the harness's batches: length-sorted, ``decode.batch_size`` sentences each."""
 
     def __init__(self, args: argparse.Namespace, spec: dict) -> None:
-        self.loaded = load_model(args.work / "run" / "last.pt")
+        loaded = load_model(args.work / "run" / "last.pt")
         self.batch_size = spec["decode"]["batch_size"]
-        self.config = DecodeConfig(
+        config = DecodeConfig(
             beam=args.beam,
             n_best=1,
             length_penalty=args.length_penalty,
@@ -229,36 +229,35 @@ class TestDecoding:
             precision=args.precision,
         )
         if args.precision == "int8":
-            quantize_model(self.loaded.model)
-        self.shortlist = None  # or the one the batches read
-        if args.shortlist:
-            tokenizers = {"src_tokenizer": self.loaded.src_tokenizer, "tgt_tokenizer": self.loaded.tgt_tokenizer}
-            self.shortlist = load_shortlist(args.shortlist, **tokenizers)
+            quantize_model(loaded.model)
+        tokenizers = {"src_tokenizer": loaded.src_tokenizer, "tgt_tokenizer": loaded.tgt_tokenizer}
+        shortlist = load_shortlist(args.shortlist, **tokenizers) if args.shortlist else None
+        self.translator = Translator(
+            loaded.model, loaded.src_tokenizer, loaded.tgt_tokenizer, config, {}, torch.device("cpu"), shortlist
+        )
         self.output_rows: list[int] = []  # per batch searched, with a shortlist
 
     def batches(self, lines: list[str]) -> tuple[list[list[int]], list[list[int]]]:
         """The sources' ids (EOS included) and the batches of their indices."""
-        sources = [[*self.loaded.src_tokenizer.encode(line), EOS_ID] for line in lines]
+        sources = [[*self.translator.src_tokenizer.encode(line), EOS_ID] for line in lines]
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         return sources, [order[first : first + self.batch_size] for first in range(0, len(order), self.batch_size)]
 
     def best(self, sources: list[list[int]], batches: list[list[int]], *, workers: int) -> list[list[int]]:
-        """Each source's best output ids, the batches searched ``workers`` at a time as ``decode.workers`` does."""
+        """Each source's best output ids, the batches searched ``workers`` at a time as ``decode.workers`` does
+        (``decode()`` picks the grad mode, as in nmt-translate)."""
         found: list[list[int]] = [[] for _ in sources]
-        for number, hyps in map_unordered(self._search, [(sources, rows) for rows in batches], workers=workers):
+        batch_ids = [[sources[i] for i in rows] for rows in batches]
+        for number, hyps in map_unordered(self._search, batch_ids, workers=workers):
             for i, sentence in zip(batches[number], hyps, strict=True):
                 found[i] = sentence[0].tokens
         return found
 
-    def _search(self, batch: tuple[list[list[int]], list[int]]) -> list[list[Hypothesis]]:
-        sources, rows = batch  # decode() picks the grad mode, as in nmt-translate
-        src = pad_sequence([torch.tensor(sources[i]) for i in rows], batch_first=True, padding_value=PAD_ID)
-        lengths = torch.tensor([len(sources[i]) for i in rows])
-        if self.shortlist is None:
-            return decode(self.loaded.model, src, lengths, config=self.config)
-        vocab = self.shortlist.vocabulary(src)
-        self.output_rows.append(len(vocab))
-        return decode_over(self.loaded.model, vocab, src, lengths, config=self.config)
+    def _search(self, sources: list[list[int]]) -> list[list[Hypothesis]]:
+        hyps, kept = search_batch(sources, self.translator)
+        if kept is not None:
+            self.output_rows.append(kept)
+        return hyps
 
     def about(self, args: argparse.Namespace) -> dict:
         """The settings (and the shortlist's mean rows per batch) for the result."""
@@ -281,9 +280,9 @@ def cmd_decode(args: argparse.Namespace, spec: dict) -> dict:
     start = time.perf_counter()
     lines = src_path.read_text(encoding="utf-8").splitlines()
     sources, batches = test.batches(lines)
-    outputs = [test.loaded.tgt_tokenizer.decode(ids) for ids in test.best(sources, batches, workers=workers)]
+    outputs = [test.translator.tgt_tokenizer.decode(ids) for ids in test.best(sources, batches, workers=workers)]
     name = f"beam{args.beam}" + ("" if args.length_penalty == "none" else f".{args.length_penalty}")
-    name += (".int8" if args.precision == "int8" else "") + (".shortlist" if test.shortlist else "")
+    name += (".int8" if args.precision == "int8" else "") + (".shortlist" if test.translator.shortlist else "")
     name += f".workers{workers}" if workers > 1 else ""
     hyp = args.work / f"hyp.{name}.sp"
     hyp.write_text("\n".join(outputs) + "\n", encoding="utf-8")
