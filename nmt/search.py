@@ -147,8 +147,28 @@ def repeated_ngrams(history: Tensor, n: int, vocab: int) -> Tensor:
     return hits > 0
 
 
+class _Limits(NamedTuple):
+    """Each sentence's output lengths (:func:`length_limits`) and the steps at which they bind."""
+
+    min_out: Tensor  # (batch,)
+    max_out: Tensor  # (batch,)
+    blocked_until: int  # the first step at which no sentence's EOS is blocked
+    forced_from: int  # the first step at which some sentence's EOS is forced
+
+    @classmethod
+    def of(cls, src_lengths: Tensor, config: DecodeConfig) -> _Limits:
+        min_out, max_out = length_limits(src_lengths, config)
+        return cls(min_out, max_out, max(min_out.tolist(), default=0), min(max_out.tolist(), default=0))
+
+    def at(self, step: int, sentences: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """``(min_out, max_out)`` of the rows of ``sentences`` ``(rows,)`` at ``step``, each None where it
+        binds no row: :func:`_constrain` then builds no mask (on most steps)."""
+        blocked = self.min_out[sentences] if step < self.blocked_until else None
+        return blocked, self.max_out[sentences] if step >= self.forced_from else None
+
+
 def _constrain(
-    log_probs: Tensor, step: int, history: Tensor, min_out: Tensor, max_out: Tensor, no_repeat: int
+    log_probs: Tensor, step: int, history: Tensor, min_out: Tensor | None, max_out: Tensor | None, no_repeat: int
 ) -> Tensor:
     """Set to -inf, in place, what may not come next: PAD, BOS, repeated n-grams, EOS before
     ``min_out``, and all but EOS at ``max_out``. Full ``(rows, vocab)`` masks only where needed:
@@ -156,14 +176,16 @@ def _constrain(
 
     Args:
         log_probs: ``(rows, vocab)``, this step's fresh output; history: ``(rows, step)``;
-        min_out, max_out: ``(rows,)``.
+        min_out, max_out: ``(rows,)``, each None on a step where it cannot apply to any row (:meth:`_Limits.at`).
     """
-    log_probs[:, [PAD_ID, BOS_ID]] = float("-inf")
+    log_probs[:, PAD_ID] = float("-inf")
+    log_probs[:, BOS_ID] = float("-inf")
     if no_repeat:
         log_probs.masked_fill_(repeated_ngrams(history, no_repeat, log_probs.size(1)), float("-inf"))
-    log_probs[:, EOS_ID].masked_fill_(step < min_out, float("-inf"))
-    at_limit = (step >= max_out).nonzero().squeeze(1)  # (ending,) rows that must end now
-    if at_limit.numel():
+    if min_out is not None:
+        log_probs[:, EOS_ID].masked_fill_(step < min_out, float("-inf"))
+    if max_out is not None:
+        at_limit = (step >= max_out).nonzero().squeeze(1)  # (ending,) rows that must end now
         eos = log_probs[at_limit, EOS_ID]
         log_probs[at_limit] = float("-inf")
         log_probs[at_limit, EOS_ID] = eos
@@ -239,18 +261,18 @@ def _attention_dtype(weights: Tensor) -> torch.dtype:
     return torch.promote_types(weights.dtype, torch.float32)
 
 
-def _extend(history: Tensor, attention: Tensor, rows: Tensor, tokens: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-    """The histories of the parent ``rows`` ``(rows',)``, extended by this step.
+def _extend(history: Tensor, attention: Tensor, tokens: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """The histories extended by this step.
 
     Args:
-        history: ``(rows, step)``; attention: ``(rows, step, src_len)``; tokens: the new rows'
-        tokens ``(rows',)``; weights: this step's attention ``(rows, src_len)``.
+        history: ``(rows, step)``; attention: ``(rows, step, src_len)``; tokens: the rows' new tokens
+        ``(rows,)``; weights: their attention at this step ``(rows, src_len)``.
 
     Returns:
-        history ``(rows', step + 1)`` and attention ``(rows', step + 1, src_len)``.
+        history ``(rows, step + 1)`` and attention ``(rows, step + 1, src_len)``.
     """
-    history = torch.cat([history[rows], tokens.unsqueeze(1)], dim=1)
-    attention = torch.cat([attention[rows], weights[rows].unsqueeze(1).to(attention.dtype)], dim=1)
+    history = torch.cat([history, tokens.unsqueeze(1)], dim=1)
+    attention = torch.cat([attention, weights.unsqueeze(1).to(attention.dtype)], dim=1)
     return history, attention
 
 
@@ -264,7 +286,7 @@ def greedy_search(
         for each sentence, in input order, a list holding its one hypothesis.
     """
     batch = src.size(0)
-    min_out, max_out = length_limits(src_lengths, config)
+    limits = _Limits.of(src_lengths, config)
     state = model.encode(src, src_lengths)
     alive = torch.arange(batch, device=src.device)  # (rows,): each row's sentence
     tokens = src.new_full((batch,), BOS_ID)
@@ -277,16 +299,16 @@ def greedy_search(
         log_probs, weights, state = model.step(tokens, state)  # (rows, vocab), (rows, src_len)
         if step == 0:
             attention = attention.to(_attention_dtype(weights))
-        log_probs = _constrain(log_probs, step, history, min_out[alive], max_out[alive], config.no_repeat_ngram)
+        log_probs = _constrain(log_probs, step, history, *limits.at(step, alive), config.no_repeat_ngram)
         best, tokens = log_probs.max(dim=1)  # (rows,)
         scores = scores + best
         ended = tokens == EOS_ID
-        _collect(finished, alive[ended], history[ended], scores[ended], attention[ended], src_lengths, config)
-        keep = (~ended).nonzero().squeeze(1)
-        tokens = tokens[keep]
-        history, attention = _extend(history, attention, keep, tokens, weights)
-        if keep.numel() < alive.numel():
+        if ended.any():  # most steps end no sentence: nothing to collect or drop
+            _collect(finished, alive[ended], history[ended], scores[ended], attention[ended], src_lengths, config)
+            keep = (~ended).nonzero().squeeze(1)
+            tokens, history, attention, weights = tokens[keep], history[keep], attention[keep], weights[keep]
             alive, scores, state = alive[keep], scores[keep], state.index_select(keep)
+        history, attention = _extend(history, attention, tokens, weights)
         step += 1
     return finished
 
@@ -309,8 +331,8 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
     """
     k, batch = config.beam, src.size(0)
     device = src.device
-    min_out, max_out = length_limits(src_lengths, config)
-    stopping = StoppingRule(batch=batch, max_out=max_out, config=config)
+    limits = _Limits.of(src_lengths, config)
+    stopping = StoppingRule(batch=batch, max_out=limits.max_out, config=config)
     state = model.encode(src, src_lengths)  # (batch,) rows until the first step has run
     alive = torch.arange(batch, device=device)  # (sents,): the live sentences
     scores = torch.full((batch, k), float("-inf"), device=device)  # (sents, k) cumulative log-probs
@@ -327,7 +349,7 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
         if step == 0:  # a sentence's k beams start identical: its one row ran, now it becomes k
             log_probs, weights, state = log_probs[row_sent], weights[row_sent], state.index_select(row_sent)
             attention = attention.to(_attention_dtype(weights))
-        log_probs = _constrain(log_probs, step, history, min_out[row_sent], max_out[row_sent], config.no_repeat_ngram)
+        log_probs = _constrain(log_probs, step, history, *limits.at(step, row_sent), config.no_repeat_ngram)
         vocab = log_probs.size(1)
         candidates = (scores.view(-1, 1) + log_probs).view(sents, k * vocab)
         top, index = candidates.topk(2 * k, dim=1)  # (sents, 2k)
@@ -346,7 +368,7 @@ def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, config: D
         keep = (~done).nonzero().squeeze(1)
         parents = rows.gather(1, pick)[keep].flatten()  # (rows',)
         tokens = words.gather(1, pick)[keep].flatten()
-        history, attention = _extend(history, attention, parents, tokens, weights)
+        history, attention = _extend(history[parents], attention[parents], tokens, weights[parents])
         state = state.index_select(parents, memory=keep.numel() < sents)  # memory moves only when sentences end
         alive, scores = alive[keep], next_scores[keep]
         step += 1

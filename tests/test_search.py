@@ -318,6 +318,20 @@ def test_length_limits_hold(make_model, sources, beam) -> None:
             assert all(int(low) <= len(h.tokens) <= int(high) for h in hyps)
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_eos_waits_for_each_sentences_own_min_length(make_model, sources, beam) -> None:
+    """A model that always prefers EOS ends each sentence at its own min_out (5, 3 and 7 here), and
+    at max_out when that is shorter."""
+    model = make_model(vocab=REAL)
+    with torch.no_grad():
+        model.generator.bias[EOS_ID] += 50.0
+    src, lengths = sources
+    for max_len in (12, 4):
+        config = DecodeConfig(beam=beam, n_best=1, min_len_ratio=1.0, max_len_ratio=3.0, max_len=max_len)
+        min_out, _ = length_limits(lengths, config)
+        assert [len(hyps[0].tokens) for hyps in decode(model, src, lengths, config=config)] == min_out.tolist()
+
+
 def test_ensemble_of_a_model_with_itself_equals_the_model(make_model, sources) -> None:
     model = make_model(vocab=REAL)
     config = real_settings(beam=3, n_best=2)
