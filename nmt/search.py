@@ -184,11 +184,12 @@ def _constrain(
         log_probs.masked_fill_(repeated_ngrams(history, no_repeat, log_probs.size(1)), float("-inf"))
     if min_out is not None:
         log_probs[:, EOS_ID].masked_fill_(step < min_out, float("-inf"))
-    at_limit = None if max_out is None else (step >= max_out).nonzero().squeeze(1)  # (ending,) rows that must end now
-    if at_limit is not None and at_limit.numel():
-        eos = log_probs[at_limit, EOS_ID]
-        log_probs[at_limit] = float("-inf")
-        log_probs[at_limit, EOS_ID] = eos
+    if max_out is not None:
+        at_limit = (step >= max_out).nonzero().squeeze(1)  # (ending,) rows that must end now
+        if at_limit.numel():
+            eos = log_probs[at_limit, EOS_ID]
+            log_probs[at_limit] = float("-inf")
+            log_probs[at_limit, EOS_ID] = eos
     return log_probs
 
 

@@ -49,6 +49,7 @@ import yaml
 from nmt.allocator import set_up_process_memory
 from nmt.attention import ALIGNMENTS, Attention
 from nmt.checkpoint import load_model
+from nmt.cli.common import positive_int
 from nmt.config import (
     AttentionConfig,
     Config,
@@ -362,12 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shortlist", type=Path, help="decode: a file of nmt-shortlist for the trained model")
     parser.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         nargs="+",
         default=[1],
         help="decode: batches searched at once, as decode.workers; workers: the values to compare",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="workers: how many times each value searches")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="workers: how many times each value searches")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: a config override")
     parser.add_argument("--profile-updates", type=int, default=5, help="train: updates profiled for ops_per_step")
     parser.add_argument("--beam", type=int, default=5)
