@@ -52,8 +52,9 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
         """The decoder's first state for ``src`` ``(batch, src_len)`` with ``src_lengths`` ``(batch,)``."""
-        states, (h, c) = self.encoder(src, src_lengths)
-        memory = self.decoder.attention.prepare(states, src_lengths)
+        with step_loop_precision(src.device):
+            states, (h, c) = self.encoder(src, src_lengths)
+            memory = self.decoder.attention.prepare(states, src_lengths)
         feed = states.new_zeros(src.size(0), self.config.hidden)
         return DecoderState(h, c, feed, memory, None, 0)
 
@@ -103,7 +104,8 @@ class Seq2Seq(nn.Module):
     def step(
         self, tokens: Tensor, state: DecoderState, *, output: Callable[[Tensor], Tensor] | None = None
     ) -> tuple[Tensor, Tensor, DecoderState]:
-        """One decoding step from the previous tokens ``(batch,)``.
+        """One decoding step from the previous tokens ``(batch,)``; on the CPU under autocast only the
+        output layer runs in its dtype (:func:`nmt.precision.step_loop_precision`).
 
         ``output`` replaces W_s: a vocabulary shortlist's rows of it (:mod:`nmt.shortlist`), ``(batch,
         hidden) -> (batch, rows)``; the log-probabilities are then normalised over those rows.
@@ -112,7 +114,8 @@ class Seq2Seq(nn.Module):
             log-probabilities ``(batch, tgt_vocab)`` (or ``(batch, rows)``), attention ``(batch, src_len)``,
             next state.
         """
-        attentional, weights, state = self.decoder(tokens.unsqueeze(1), state)
+        with step_loop_precision(tokens.device):
+            attentional, weights, state = self.decoder(tokens.unsqueeze(1), state)
         logits = (self.generator if output is None else output)(attentional.squeeze(1))
         log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
         return log_probs, weights.squeeze(1), state

@@ -3,10 +3,10 @@
 on the CPU only.
 
 Under autocast the matrix products run in the lower precision; softmaxes, the loss and the
-search scores stay in float32. On the CPU, teacher forcing (training, dev perplexity) keeps the
-encoder and decoder steps in float32 and runs only the output layer in bf16
-(:func:`step_loop_precision`). A CPU without AVX-512 BF16 or AMX emulates bf16 products, many times
-slower than fp32: asking for bf16 there logs a warning (:func:`warn_emulated_bf16`).
+search scores stay in float32. On the CPU, training and search alike keep the encoder and decoder
+steps in float32 and run only the output layer in bf16 (:func:`step_loop_precision`). A CPU
+without AVX-512 BF16 or AMX emulates bf16 products, many times slower than fp32: asking for bf16
+there logs a warning (:func:`warn_emulated_bf16`).
 
 ``int8`` has no autocast: the weights of the output layer, the LSTMs and the attention
 projections are quantized once, when a checkpoint is loaded for search, and run through
@@ -114,7 +114,8 @@ def step_loop_precision(device: torch.device) -> contextlib.AbstractContextManag
 
     On the CPU bf16 products run through oneDNN, which compiles a kernel for every shape; the steps'
     products are small and change shape as sentences end, so in bf16 they cost more than they save
-    (README, "Design notes"), while the output layer's large product gains. On CUDA all run in bf16.
+    (README, "Design notes"), while the output layer's large product gains, in training and in search
+    alike. On CUDA all run in bf16.
     """
     if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         return torch.autocast("cpu", enabled=False)

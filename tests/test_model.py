@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import pytest
@@ -241,13 +242,24 @@ def test_local_p_position_network_learns_through_the_loss(make_model):
 
 
 def test_bf16_on_the_cpu_runs_the_steps_in_float32_and_the_output_layer_in_bf16(make_model) -> None:
+    """In teacher forcing and in search alike: encoder and decoder in float32, W_s in bf16."""
     model = make_model(vocab=11).float()
     src, lengths, tgt = torch.randint(4, 11, (3, 5)), torch.tensor([5, 4, 2]), torch.randint(4, 11, (3, 4))
     seen = []
-    model.decoder.register_forward_hook(lambda module, args, out: seen.append(out[0].dtype))
+    for name in ("encoder", "decoder", "generator"):
+        hook = functools.partial(lambda name, module, args, out: seen.append((name, _first(out).dtype)), name)
+        getattr(model, name).register_forward_hook(hook)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits, _ = model(src, lengths, tgt)
-    assert (seen, logits.dtype) == ([torch.float32], torch.bfloat16)
+        log_probs, _, _ = model.step(tgt[:, 0], model.encode(src, lengths))
+    steps = [("encoder", torch.float32), ("decoder", torch.float32), ("generator", torch.bfloat16)]
+    assert seen == steps + steps
+    assert (logits.dtype, log_probs.dtype) == (torch.bfloat16, torch.float32)
+
+
+def _first(out: Tensor | tuple) -> Tensor:
+    """A module's output tensor, or the first of its outputs."""
+    return out[0] if isinstance(out, tuple) else out
 
 
 def test_initialisation_is_uniform_with_zero_padding_rows(make_model):
