@@ -97,8 +97,9 @@ class Seq2Seq(nn.Module):
             the attentional states h̃ ``(batch, tgt_len, hidden)`` and attention ``(batch, tgt_len,
             src_len)``; with ``tgt_lengths``, ``(tokens, hidden)`` and ``(tokens, src_len)`` as in :meth:`forward`.
         """
+        state = self.encode(src, src_lengths)  # which sets its own precision
         with step_loop_precision(src.device):
-            attentional, weights, _ = self.decoder(tgt_in, self.encode(src, src_lengths), tgt_lengths)
+            attentional, weights, _ = self.decoder(tgt_in, state, tgt_lengths)
         return attentional, weights
 
     def step(
